@@ -1,0 +1,223 @@
+//! Hugging Face model directories: `config.json`, `model.safetensors` (single file or
+//! sharded with `model.safetensors.index.json`, f32 / f16 / bf16), `tokenizer.json`,
+//! `tokenizer_config.json` (chat template). Written back in the same layout, loadable by
+//! transformers.
+
+use crate::LmError;
+use crate::weights::{HostTensor, WeightMap};
+use half::{bf16, f16};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Reads every tensor of one safetensors file into `map` (converted to f32).
+pub fn read_safetensors(path: &Path, map: &mut WeightMap) -> Result<(), LmError> {
+    let bytes = std::fs::read(path).map_err(|e| LmError::io(path, e))?;
+    let err = |msg: String| LmError::Safetensors {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let st =
+        SafeTensors::deserialize(&bytes).map_err(|e| err(format!("invalid safetensors: {e}")))?;
+    for (name, view) in st.tensors() {
+        let raw = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(err(format!(
+                    "tensor {name} has dtype {other:?} (supported: F32, F16, BF16)"
+                )));
+            }
+        };
+        map.insert(
+            name,
+            HostTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Reads the weights of a model directory: `model.safetensors`, or the shards listed in
+/// `model.safetensors.index.json`.
+pub fn read_weights(dir: &Path) -> Result<(WeightMap, PathBuf), LmError> {
+    let mut map = WeightMap::new();
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        read_safetensors(&single, &mut map)?;
+        return Ok((map, single));
+    }
+    let index = dir.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).map_err(|_| {
+        LmError::io(
+            &single,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "neither model.safetensors nor model.safetensors.index.json exists",
+            ),
+        )
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| LmError::Json {
+        path: index.clone(),
+        msg: e.to_string(),
+    })?;
+    let weight_map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| LmError::Json {
+            path: index.clone(),
+            msg: "no \"weight_map\" object".into(),
+        })?;
+    let mut files = BTreeSet::new();
+    for (name, file) in weight_map {
+        let f = file.as_str().ok_or_else(|| LmError::Json {
+            path: index.clone(),
+            msg: format!("weight_map.{name} is not a file name"),
+        })?;
+        if f.contains('/') || f.contains('\\') || f.contains("..") {
+            return Err(LmError::Json {
+                path: index.clone(),
+                msg: format!("weight_map.{name}: {f:?} is not a plain file name"),
+            });
+        }
+        files.insert(f.to_string());
+    }
+    for f in &files {
+        read_safetensors(&dir.join(f), &mut map)?;
+    }
+    if let Some(missing) = weight_map.keys().find(|k| !map.contains_key(*k)) {
+        return Err(LmError::MissingWeight {
+            name: missing.clone(),
+            source_file: index.clone(),
+        });
+    }
+    Ok((map, index))
+}
+
+/// Writes `map` as one f32 safetensors file with `format = pt` metadata (what transformers
+/// expects), atomically (temporary file + rename).
+pub fn write_safetensors(map: &WeightMap, path: &Path) -> Result<(), LmError> {
+    let bytes: Vec<(&String, Vec<u8>, &[usize])> = map
+        .iter()
+        .map(|(k, t)| {
+            (
+                k,
+                t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                t.shape.as_slice(),
+            )
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(k, b, s)| {
+            TensorView::new(Dtype::F32, s.to_vec(), b)
+                .map(|v| (k.as_str(), v))
+                .map_err(|e| LmError::Safetensors {
+                    path: path.to_path_buf(),
+                    msg: format!("tensor {k}: {e}"),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| LmError::Safetensors {
+        path: tmp.clone(),
+        msg: e.to_string(),
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| LmError::io(path, e))
+}
+
+/// Writes `contents` to `path` atomically (temporary file + rename).
+pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), LmError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).map_err(|e| LmError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| LmError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_round_trip_and_dtype_conversion() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut map = WeightMap::new();
+        map.insert(
+            "a".into(),
+            HostTensor {
+                shape: vec![2, 3],
+                data: vec![1., -2., 3.5, 0., 1e-3, 7.],
+            },
+        );
+        map.insert(
+            "b".into(),
+            HostTensor {
+                shape: vec![1],
+                data: vec![42.],
+            },
+        );
+        let p = dir.path().join("model.safetensors");
+        write_safetensors(&map, &p).unwrap();
+        let mut back = WeightMap::new();
+        read_safetensors(&p, &mut back).unwrap();
+        assert_eq!(back, map);
+
+        // bf16 and f16 files are converted to f32
+        let vals = [1.5f32, -0.25];
+        let b16: Vec<u8> = vals
+            .iter()
+            .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
+            .collect();
+        let h16: Vec<u8> = vals
+            .iter()
+            .flat_map(|x| f16::from_f32(*x).to_le_bytes())
+            .collect();
+        let views = vec![
+            ("x", TensorView::new(Dtype::BF16, vec![2], &b16).unwrap()),
+            ("y", TensorView::new(Dtype::F16, vec![2], &h16).unwrap()),
+        ];
+        let p2 = dir.path().join("half.safetensors");
+        safetensors::serialize_to_file(views, None, &p2).unwrap();
+        let mut m = WeightMap::new();
+        read_safetensors(&p2, &mut m).unwrap();
+        assert_eq!(m["x"].data, vals);
+        assert_eq!(m["y"].data, vals);
+    }
+
+    #[test]
+    fn corrupt_and_unsupported_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.safetensors");
+        std::fs::write(&p, b"\x10\0\0\0\0\0\0\0{not json").unwrap();
+        let e = read_safetensors(&p, &mut WeightMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.safetensors"), "{e}");
+
+        let raw = [1u8, 2, 3, 4];
+        let views = vec![("ints", TensorView::new(Dtype::I32, vec![1], &raw).unwrap())];
+        let p = dir.path().join("int.safetensors");
+        safetensors::serialize_to_file(views, None, &p).unwrap();
+        let e = read_safetensors(&p, &mut WeightMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ints") && e.contains("I32"), "{e}");
+
+        let e = read_weights(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("model.safetensors"), "{e}");
+    }
+}

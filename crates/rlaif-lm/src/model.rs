@@ -1,0 +1,470 @@
+//! The Llama-family decoder: RMSNorm, rotary embeddings (Hugging Face `rotate_half`
+//! layout), grouped-query attention with an optional KV cache, SwiGLU MLP, tied or untied
+//! output projection, optional q/k/v/o biases (Qwen2).
+//!
+//! Parameters keep PyTorch's layout (`[out, in]` projection weights) and Hugging Face's
+//! names map one-to-one onto the fields (see [`crate::weights`]).
+//!
+//! Padding: every forward takes per-row positions and a key-padding mask, so batches of
+//! left- or right-padded sequences give each real token exactly the result it would get
+//! alone.
+
+use crate::LlamaConfig;
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::activation::silu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+/// A projection `y = x Wᵀ + b` with `W` stored `[out, in]` as in PyTorch.
+#[derive(Module, Debug)]
+pub struct Proj {
+    /// `[out, in]`.
+    pub weight: Param<Tensor<2>>,
+    /// `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Proj {
+    fn init(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Self {
+        let w = Tensor::random([d_out, d_in], Distribution::Normal(0.0, 0.02), device);
+        Self {
+            weight: Param::from_tensor(w),
+            bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+        }
+    }
+
+    /// `[B, S, in] → [B, S, out]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let y = x.matmul(self.weight.val().transpose().unsqueeze::<3>());
+        match &self.bias {
+            Some(b) => y + b.val().unsqueeze::<3>(),
+            None => y,
+        }
+    }
+}
+
+/// Root-mean-square layer norm (Zhang & Sennrich 2019): `x / sqrt(mean(x²) + ε) · w`.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// `[hidden]`.
+    pub weight: Param<Tensor<1>>,
+    /// ε.
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    fn init(d: usize, eps: f64, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([d], device)),
+            eps,
+        }
+    }
+
+    /// Normalises the last dimension.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let rms = (x.clone().square().mean_dim(2) + self.eps).sqrt();
+        x / rms * self.weight.val().unsqueeze::<3>()
+    }
+}
+
+/// Rotary position tables (Su et al. 2021, RoFormer eq. 34) in the `rotate_half` layout
+/// of Hugging Face's Llama: dimension `i` pairs with `i + d/2`.
+#[derive(Module, Debug)]
+pub struct Rope {
+    /// `[max_pos, head_dim]`.
+    cos: Tensor<2>,
+    /// `[max_pos, head_dim]`.
+    sin: Tensor<2>,
+}
+
+impl Rope {
+    fn new(head_dim: usize, max_pos: usize, theta: f64, device: &Device) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(max_pos * head_dim);
+        let mut sin = Vec::with_capacity(max_pos * head_dim);
+        // θ_i = theta^(-2i/d), computed in f64 like the reference, stored as f32.
+        let inv: Vec<f64> = (0..half)
+            .map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64))
+            .collect();
+        for p in 0..max_pos {
+            for _ in 0..2 {
+                for f in &inv {
+                    let a = p as f64 * f;
+                    cos.push(a.cos() as f32);
+                    sin.push(a.sin() as f32);
+                }
+            }
+        }
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, [max_pos, head_dim]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [max_pos, head_dim]), device),
+        }
+    }
+
+    /// cos and sin at `positions` `[B, S]`, shaped `[B, 1, S, D]` for broadcasting over heads.
+    fn at(&self, positions: Tensor<2, Int>) -> (Tensor<4>, Tensor<4>) {
+        let [b, s] = positions.dims();
+        let d = self.cos.dims()[1];
+        let idx = positions.reshape([b * s]);
+        let pick = |t: &Tensor<2>| {
+            t.clone()
+                .select(0, idx.clone())
+                .reshape([b, s, d])
+                .unsqueeze_dim::<4>(1)
+        };
+        (pick(&self.cos), pick(&self.sin))
+    }
+}
+
+/// `x·cos + rotate_half(x)·sin` on `[B, H, S, D]`.
+fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let d = x.dims()[3];
+    let x1 = x.clone().slice_dim(3, 0..d / 2);
+    let x2 = x.clone().slice_dim(3, d / 2..d);
+    x * cos.clone() + Tensor::cat(vec![-x2, x1], 3) * sin.clone()
+}
+
+/// `[B, KVH, S, D] → [B, KVH·n_rep, S, D]` in Hugging Face's `repeat_kv` order. Always
+/// expanded before `attention`: Burn's autodiff fallback silently mishandles GQA shapes.
+fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
+    if n_rep == 1 {
+        return x;
+    }
+    let [b, h, s, d] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, h, n_rep, s, d])
+        .reshape([b, h * n_rep, s, d])
+}
+
+/// Cached keys and values of one layer, `[B, KVH, T, D]` each (before head repetition).
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    /// Keys (already rotated).
+    pub k: Tensor<4>,
+    /// Values.
+    pub v: Tensor<4>,
+}
+
+/// The KV cache of all layers.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    /// One entry per layer; `None` until the first forward.
+    pub layers: Vec<Option<LayerCache>>,
+}
+
+impl KvCache {
+    /// Number of cached positions (0 when empty).
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |c| c.k.dims()[2])
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps only the batch rows in `rows` (in that order); used to drop finished rows or
+    /// to repeat a shared prompt.
+    pub fn select_rows(&mut self, rows: Tensor<1, Int>) {
+        for c in self.layers.iter_mut().flatten() {
+            c.k = c.k.clone().select(0, rows.clone());
+            c.v = c.v.clone().select(0, rows.clone());
+        }
+    }
+}
+
+/// Grouped-query self-attention (Ainslie et al. 2023).
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Query projection.
+    pub q_proj: Proj,
+    /// Key projection.
+    pub k_proj: Proj,
+    /// Value projection.
+    pub v_proj: Proj,
+    /// Output projection.
+    pub o_proj: Proj,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Head width.
+    pub head_dim: usize,
+}
+
+impl Attention {
+    /// `x [B, S, H]`; `mask [B, 1, S, T]` (true = may not attend), `T` = cached + S.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        mask: &Tensor<4, Bool>,
+        cache: Option<&mut Option<LayerCache>>,
+    ) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let split = |t: Tensor<3>, heads: usize| t.reshape([b, s, heads, hd]).swap_dims(1, 2);
+        let q = apply_rope(split(self.q_proj.forward(x.clone()), h), cos, sin);
+        let mut k = apply_rope(split(self.k_proj.forward(x.clone()), kvh), cos, sin);
+        let mut v = split(self.v_proj.forward(x), kvh);
+        if let Some(slot) = cache {
+            if let Some(prev) = slot.take() {
+                k = Tensor::cat(vec![prev.k, k], 2);
+                v = Tensor::cat(vec![prev.v, v], 2);
+            }
+            *slot = Some(LayerCache {
+                k: k.clone(),
+                v: v.clone(),
+            });
+        }
+        let t = k.dims()[2];
+        let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
+        let mask = mask.clone().expand([b, h, s, t]);
+        let opts = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: false, // the mask carries causality (it must, with a cache)
+        };
+        let o = attention(q, k, v, Some(mask), None, opts);
+        self.o_proj
+            .forward(o.swap_dims(1, 2).reshape([b, s, h * hd]))
+    }
+}
+
+/// SwiGLU feed-forward (Shazeer 2020): `down(silu(gate(x)) · up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// Gate projection.
+    pub gate_proj: Proj,
+    /// Up projection.
+    pub up_proj: Proj,
+    /// Down projection.
+    pub down_proj: Proj,
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+/// One pre-norm decoder block.
+#[derive(Module, Debug)]
+pub struct Block {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Attention.
+    pub self_attn: Attention,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm,
+    /// MLP.
+    pub mlp: Mlp,
+}
+
+/// The decoder.
+#[derive(Module, Debug)]
+pub struct Llama {
+    /// Token embedding `[vocab, hidden]`.
+    pub embed_tokens: Param<Tensor<2>>,
+    /// Decoder blocks.
+    pub layers: Vec<Block>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// Output projection `[vocab, hidden]`; `None` when tied to the embedding.
+    pub lm_head: Option<Param<Tensor<2>>>,
+    /// RoPE tables (constants, not parameters).
+    pub rope: Rope,
+}
+
+/// Builds the attention mask `[B, 1, S, T]` (true = masked) for `S` new tokens after
+/// `T - S` cached ones: causal, and padded keys hidden. A query may always see itself,
+/// so rows of padding never become all-masked (which would give NaN).
+pub fn attention_mask(key_is_pad: &[Vec<bool>], s: usize, device: &Device) -> Tensor<4, Bool> {
+    let b = key_is_pad.len();
+    let t = key_is_pad.first().map_or(s, Vec::len);
+    let past = t - s;
+    let mut m = Vec::with_capacity(b * s * t);
+    for row in key_is_pad {
+        for i in 0..s {
+            let qpos = past + i;
+            m.extend((0..t).map(|j| j > qpos || (row[j] && j != qpos)));
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [b, 1, s, t]), device)
+}
+
+impl LlamaConfig {
+    /// A randomly initialised model (normal(0, 0.02) weights, unit norms).
+    pub fn init(&self, device: &Device) -> Llama {
+        let emb = || {
+            Param::from_tensor(Tensor::random(
+                [self.vocab_size, self.hidden_size],
+                Distribution::Normal(0.0, 0.02),
+                device,
+            ))
+        };
+        Llama {
+            embed_tokens: emb(),
+            layers: (0..self.num_hidden_layers)
+                .map(|_| self.init_block(device))
+                .collect(),
+            norm: RmsNorm::init(self.hidden_size, self.rms_norm_eps, device),
+            lm_head: (!self.tie_word_embeddings).then(emb),
+            rope: self.init_rope(device),
+        }
+    }
+
+    /// The RoPE tables of this config.
+    pub(crate) fn init_rope(&self, device: &Device) -> Rope {
+        Rope::new(
+            self.head_dim(),
+            self.max_position_embeddings,
+            self.rope_theta,
+            device,
+        )
+    }
+
+    /// One randomly initialised decoder block.
+    pub(crate) fn init_block(&self, device: &Device) -> Block {
+        let (h, hd) = (self.hidden_size, self.head_dim());
+        let (nh, nkv) = (self.num_attention_heads, self.kv_heads());
+        Block {
+            input_layernorm: RmsNorm::init(h, self.rms_norm_eps, device),
+            self_attn: Attention {
+                q_proj: Proj::init(h, nh * hd, self.qkv_bias(), device),
+                k_proj: Proj::init(h, nkv * hd, self.qkv_bias(), device),
+                v_proj: Proj::init(h, nkv * hd, self.qkv_bias(), device),
+                o_proj: Proj::init(nh * hd, h, self.o_bias(), device),
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: hd,
+            },
+            post_attention_layernorm: RmsNorm::init(h, self.rms_norm_eps, device),
+            mlp: Mlp {
+                gate_proj: Proj::init(h, self.intermediate_size, false, device),
+                up_proj: Proj::init(h, self.intermediate_size, false, device),
+                down_proj: Proj::init(self.intermediate_size, h, false, device),
+            },
+        }
+    }
+}
+
+impl Llama {
+    /// Final hidden states `[B, S, H]` (after the last norm) of `tokens [B, S]` at
+    /// `positions [B, S]`, with `mask [B, 1, S, T]` from [`attention_mask`]. With a cache,
+    /// the new keys/values are appended to it.
+    pub fn hidden(
+        &self,
+        tokens: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+        mask: &Tensor<4, Bool>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let [b, s] = tokens.dims();
+        let hdim = self.embed_tokens.dims()[1];
+        let mut x = self
+            .embed_tokens
+            .val()
+            .select(0, tokens.reshape([b * s]))
+            .reshape([b, s, hdim]);
+        let (cos, sin) = self.rope.at(positions);
+        if let Some(c) = cache.as_deref_mut() {
+            c.layers.resize(self.layers.len(), None);
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let a = layer.self_attn.forward(
+                layer.input_layernorm.forward(x.clone()),
+                &cos,
+                &sin,
+                mask,
+                slot,
+            );
+            x = x + a;
+            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+        }
+        self.norm.forward(x)
+    }
+
+    /// Logits `[B, S, V]` from hidden states `[B, S, H]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        hidden.matmul(w.val().transpose().unsqueeze::<3>())
+    }
+
+    /// Logits `[B, S, V]` of a batch of sequences with `attention_mask [B, S]` (1 = real
+    /// token, 0 = padding; left or right padding). Positions count real tokens only.
+    pub fn forward(&self, tokens: Tensor<2, Int>, attention_mask: &[Vec<bool>]) -> Tensor<3> {
+        let device = tokens.device();
+        let (positions, mask) = positions_and_mask(attention_mask, &device);
+        self.logits(self.hidden(tokens, positions, &mask, None))
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.dims()[0]
+    }
+
+    /// Longest supported sequence.
+    pub fn max_positions(&self) -> usize {
+        self.rope.cos.dims()[0]
+    }
+}
+
+/// Positions `[B, S]` (index among the row's real tokens, 0 on padding) and the causal
+/// padding mask for a batch without cache; `real[b][s]` is true for real tokens.
+pub fn positions_and_mask(
+    real: &[Vec<bool>],
+    device: &Device,
+) -> (Tensor<2, Int>, Tensor<4, Bool>) {
+    let b = real.len();
+    let s = real.first().map_or(0, Vec::len);
+    let mut pos = Vec::with_capacity(b * s);
+    for row in real {
+        let mut n = 0i64;
+        for &r in row {
+            pos.push(if r { n } else { n.saturating_sub(1).max(0) });
+            n += r as i64;
+        }
+    }
+    let pad: Vec<Vec<bool>> = real
+        .iter()
+        .map(|r| r.iter().map(|x| !x).collect())
+        .collect();
+    (
+        Tensor::from_data(TensorData::new(pos, [b, s]), device),
+        attention_mask(&pad, s, device),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_is_causal_hides_padding_and_keeps_the_diagonal() {
+        let dev = Device::default();
+        let m = attention_mask(&[vec![true, false, false]], 3, &dev);
+        let v: Vec<bool> = m.into_data().iter::<bool>().collect();
+        #[rustfmt::skip]
+        let want = vec![
+            false, true, true,   // the pad query sees only itself
+            true, false, true,   // causal, pad key hidden
+            true, false, false,
+        ];
+        assert_eq!(v, want);
+        // decoding one token after two cached ones
+        let m = attention_mask(&[vec![false, false, false]], 1, &dev);
+        assert_eq!(
+            m.into_data().iter::<bool>().collect::<Vec<_>>(),
+            vec![false; 3]
+        );
+    }
+}

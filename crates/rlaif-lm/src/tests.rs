@@ -1,0 +1,409 @@
+//! End-to-end tests on tiny random models: cache against recomputation, batching against
+//! one-by-one, GGUF and Hugging Face round trips.
+
+use crate::gguf::GgufFile;
+use crate::gguf::tests::GgufWriter;
+use crate::weights::{to_host, weights_from_model};
+use crate::{LanguageModel, LlamaConfig, TextTokenizer, generate, score};
+use burn::prelude::*;
+use rlaif_core::{ChoiceScorer, Prompt, SamplingParams};
+
+/// The tiny byte-level tokenizer of `tokenizer::tests` (260 tokens, specials 0 and 1).
+fn tiny_tokenizer() -> TextTokenizer {
+    let g = GgufFile::parse(crate::tokenizer::tests::tiny_gguf_tokenizer(), "tok.gguf").unwrap();
+    TextTokenizer::from_gguf(&g).unwrap()
+}
+
+fn tiny_config(tied: bool) -> LlamaConfig {
+    LlamaConfig {
+        tie_word_embeddings: tied,
+        max_position_embeddings: 128,
+        rope_theta: 1000.0,
+        ..LlamaConfig::new(260, 32, 48, 2, 4, 2)
+    }
+}
+
+fn tiny_lm(tied: bool) -> LanguageModel {
+    let cfg = tiny_config(tied);
+    let model = cfg.init(&Device::default());
+    LanguageModel::from_parts(model, cfg, tiny_tokenizer(), None)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn logits_of(lm: &LanguageModel, ids: &[u32]) -> Vec<f32> {
+    let dev = lm.device();
+    let t: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(t, [1, ids.len()]), &dev);
+    to_host(lm.model.forward(tokens, &[vec![true; ids.len()]])).unwrap()
+}
+
+const PROMPTS: [&[u32]; 3] = [&[5, 9, 33, 70, 2, 8, 100], &[44], &[7, 7, 250, 3]];
+
+#[test]
+fn kv_cache_generation_equals_recomputation() {
+    let lm = tiny_lm(true);
+    let params = SamplingParams {
+        max_new_tokens: 12,
+        stop_at_eos: false,
+        ..SamplingParams::greedy(12)
+    };
+    let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| p.to_vec()).collect();
+    let out = generate::generate(&lm.model, &lm.tokenizer, &prompts, &params).unwrap();
+    for (p, c) in prompts.iter().zip(&out) {
+        assert_eq!(c.token_ids.len(), 12);
+        // Without a cache: the full sequence at once.
+        let full: Vec<u32> = p.iter().chain(&c.token_ids).copied().collect();
+        let logits = logits_of(&lm, &full);
+        let v = lm.config.vocab_size;
+        for (k, &tok) in c.token_ids.iter().enumerate() {
+            let row = &logits[(p.len() - 1 + k) * v..(p.len() + k) * v];
+            let argmax = row
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |a, (i, &x)| if x > a.1 { (i, x) } else { a },
+                )
+                .0;
+            assert_eq!(argmax as u32, tok, "step {k}");
+        }
+        let lp = lm.sequence_logprobs(std::slice::from_ref(&full)).unwrap();
+        let recomputed = &lp[0][p.len() - 1..];
+        let diff = max_abs_diff(recomputed, &c.logprobs);
+        assert!(
+            diff < 1e-4,
+            "cached vs recomputed log-probs differ by {diff}"
+        );
+    }
+}
+
+#[test]
+fn batched_generation_equals_one_by_one() {
+    let lm = tiny_lm(false);
+    let params = SamplingParams {
+        stop_at_eos: false,
+        ..SamplingParams::greedy(10)
+    };
+    let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| p.to_vec()).collect();
+    let batched = generate::generate(&lm.model, &lm.tokenizer, &prompts, &params).unwrap();
+    for (p, b) in prompts.iter().zip(&batched) {
+        let alone =
+            generate::generate(&lm.model, &lm.tokenizer, std::slice::from_ref(p), &params).unwrap();
+        assert_eq!(alone[0].token_ids, b.token_ids);
+        assert!(max_abs_diff(&alone[0].logprobs, &b.logprobs) < 1e-4);
+    }
+    // Sampling: a prompt's stream depends on its index, not on the batch around it.
+    let sampled = SamplingParams {
+        temperature: 1.0,
+        seed: 11,
+        ..params.clone()
+    };
+    let a = generate::generate(&lm.model, &lm.tokenizer, &prompts, &sampled).unwrap();
+    let b = generate::generate(&lm.model, &lm.tokenizer, &prompts[..1], &sampled).unwrap();
+    assert_eq!(a[0].token_ids, b[0].token_ids);
+    let again = generate::generate(&lm.model, &lm.tokenizer, &prompts, &sampled).unwrap();
+    assert_eq!(a, again, "same seed, same result");
+    let other = SamplingParams {
+        seed: 12,
+        ..sampled
+    };
+    let c = generate::generate(&lm.model, &lm.tokenizer, &prompts, &other).unwrap();
+    assert_ne!(a, c, "another seed gives other samples");
+}
+
+#[test]
+fn stops_at_eos_stop_strings_and_length() {
+    let lm = tiny_lm(true);
+    let p = vec![PROMPTS[0].to_vec()];
+    let free = SamplingParams {
+        stop_at_eos: false,
+        ..SamplingParams::greedy(16)
+    };
+    let base = generate::generate(&lm.model, &lm.tokenizer, &p, &free)
+        .unwrap()
+        .remove(0);
+    assert_eq!(base.finish_reason, rlaif_core::FinishReason::Length);
+    // Make the 3rd generated token a stop token: generation must end right there.
+    let mut tok = lm.tokenizer.clone();
+    tok.stop_ids = vec![base.token_ids[2]];
+    let eos = SamplingParams {
+        stop_at_eos: true,
+        ..free.clone()
+    };
+    let first_stop = base
+        .token_ids
+        .iter()
+        .position(|t| *t == base.token_ids[2])
+        .unwrap();
+    let c = generate::generate(&lm.model, &tok, &p, &eos)
+        .unwrap()
+        .remove(0);
+    assert_eq!(c.finish_reason, rlaif_core::FinishReason::Eos);
+    assert_eq!(c.token_ids, base.token_ids[..=first_stop]);
+    // A stop string taken from the free text cuts the text before it.
+    let text = &base.text;
+    let needle: String = text.chars().skip(3).take(2).collect();
+    if !needle.is_empty() {
+        let s = SamplingParams {
+            stop: vec![needle.clone()],
+            ..free
+        };
+        let c = generate::generate(&lm.model, &lm.tokenizer, &p, &s)
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            c.finish_reason,
+            rlaif_core::FinishReason::Stop(needle.clone())
+        );
+        assert!(!c.text.contains(&needle));
+        assert!(text.starts_with(&c.text));
+    }
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    let lm = tiny_lm(true);
+    let run = |p: Vec<Vec<u32>>, n: usize| {
+        generate::generate(&lm.model, &lm.tokenizer, &p, &SamplingParams::greedy(n))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(run(vec![vec![1; 120]], 20).contains("exceeds the context of 128"));
+    assert!(run(vec![vec![3], vec![]], 2).contains("prompt 1 is empty"));
+    assert!(run(vec![vec![999]], 2).contains("outside the vocabulary"));
+    let e = lm
+        .generate(
+            &[Prompt::Chat(Default::default())],
+            &SamplingParams::greedy(1),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("no chat template"));
+}
+
+#[test]
+fn choice_logprobs_equal_full_sequence_scoring() {
+    let lm = tiny_lm(false);
+    let prompt: Vec<u32> = PROMPTS[0].to_vec();
+    let choices: Vec<Vec<u32>> = vec![vec![12], vec![40, 41, 42], vec![99, 7]];
+    let got = score::choice_logprobs(&lm.model, &prompt, &choices).unwrap();
+    for (c, g) in choices.iter().zip(&got) {
+        let full: Vec<u32> = prompt.iter().chain(c).copied().collect();
+        let lp = lm.sequence_logprobs(&[full]).unwrap().remove(0);
+        let want: f64 = lp[prompt.len() - 1..].iter().map(|&x| x as f64).sum();
+        assert!((g - want).abs() < 1e-4, "{g} vs {want}");
+    }
+    // Through the trait, with text choices.
+    let text = Prompt::Text("hello".into());
+    let via_trait = lm
+        .choice_logprobs(&text, &["he".to_string(), " x".to_string()])
+        .unwrap();
+    assert_eq!(via_trait.len(), 2);
+    assert!(via_trait.iter().all(|x| *x < 0.0));
+    let e = score::choice_logprobs(&lm.model, &prompt, &[vec![]]).unwrap_err();
+    assert!(e.to_string().contains("choice 0 is empty"));
+}
+
+#[test]
+fn left_and_right_padding_give_the_same_logprobs() {
+    let lm = tiny_lm(true);
+    let seqs: Vec<Vec<u32>> = PROMPTS.iter().map(|p| p.to_vec()).collect();
+    let batched = lm.sequence_logprobs(&seqs).unwrap();
+    for (s, b) in seqs.iter().zip(&batched) {
+        let alone = lm.sequence_logprobs(std::slice::from_ref(s)).unwrap();
+        assert!(max_abs_diff(&alone[0], b) < 1e-4);
+    }
+    // left padding through the model's forward
+    let dev = lm.device();
+    let s = PROMPTS[2];
+    let t: Vec<i64> = [0, 0].iter().chain(s.iter()).map(|&x| x as i64).collect();
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(t, [1, s.len() + 2]), &dev);
+    let real = vec![vec![false, false, true, true, true, true]];
+    let left = to_host(lm.model.forward(tokens, &real)).unwrap();
+    let alone = logits_of(&lm, s);
+    let v = lm.config.vocab_size;
+    assert!(max_abs_diff(&left[2 * v..], &alone) < 1e-4);
+}
+
+/// llama.cpp's q/k row permutation (convert_hf_to_gguf.py `LlamaModel.permute`).
+fn permute(data: &[f32], heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let hd = rows / heads;
+    let mut out = Vec::with_capacity(data.len());
+    for h in 0..heads {
+        for j in 0..hd / 2 {
+            for t in 0..2 {
+                let r = h * hd + t * (hd / 2) + j;
+                out.extend_from_slice(&data[r * cols..(r + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn gguf_written_like_llama_cpp_loads_to_the_same_logits() {
+    let lm = tiny_lm(true);
+    let cfg = &lm.config;
+    let weights = weights_from_model(&lm.model).unwrap();
+    let mut w = GgufWriter::default();
+    w.str("general.architecture", "llama")
+        .u32("llama.block_count", cfg.num_hidden_layers as u32)
+        .u32("llama.context_length", cfg.max_position_embeddings as u32)
+        .u32("llama.embedding_length", cfg.hidden_size as u32)
+        .u32("llama.feed_forward_length", cfg.intermediate_size as u32)
+        .u32("llama.attention.head_count", cfg.num_attention_heads as u32)
+        .u32("llama.attention.head_count_kv", cfg.kv_heads() as u32)
+        .f32("llama.rope.freq_base", cfg.rope_theta as f32)
+        .f32(
+            "llama.attention.layer_norm_rms_epsilon",
+            cfg.rms_norm_eps as f32,
+        )
+        .str(
+            "tokenizer.chat_template",
+            "{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}",
+        );
+    // the tokenizer metadata of the tiny tokenizer
+    let tok = GgufFile::parse(crate::tokenizer::tests::tiny_gguf_tokenizer(), "t").unwrap();
+    let tokens: Vec<String> = tok
+        .meta("tokenizer.ggml.tokens")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    let mut types = vec![3i32, 3];
+    types.extend(std::iter::repeat_n(1, tokens.len() - 2));
+    w.str("tokenizer.ggml.model", "gpt2")
+        .str("tokenizer.ggml.pre", "smollm")
+        .strs("tokenizer.ggml.tokens", &refs)
+        .strs("tokenizer.ggml.merges", &["h e", "he l"])
+        .i32s("tokenizer.ggml.token_type", &types)
+        .u32("tokenizer.ggml.eos_token_id", 1);
+    let gguf_name = |hf: &str| -> String {
+        let s = hf
+            .replace("model.embed_tokens", "token_embd")
+            .replace("model.norm", "output_norm")
+            .replace("model.layers.", "blk.")
+            .replace("self_attn.q_proj", "attn_q")
+            .replace("self_attn.k_proj", "attn_k")
+            .replace("self_attn.v_proj", "attn_v")
+            .replace("self_attn.o_proj", "attn_output")
+            .replace("mlp.gate_proj", "ffn_gate")
+            .replace("mlp.up_proj", "ffn_up")
+            .replace("mlp.down_proj", "ffn_down")
+            .replace("post_attention_layernorm", "ffn_norm")
+            .replace("input_layernorm", "attn_norm");
+        s
+    };
+    for (name, t) in &weights {
+        let heads = if name.contains("q_proj") {
+            Some(cfg.num_attention_heads)
+        } else if name.contains("k_proj") {
+            Some(cfg.kv_heads())
+        } else {
+            None
+        };
+        let data = match heads {
+            Some(h) => permute(&t.data, h, t.shape[0], t.shape[1]),
+            None => t.data.clone(),
+        };
+        w.f32_tensor(&gguf_name(name), &t.shape, &data);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    std::fs::write(&path, w.finish()).unwrap();
+    let loaded = LanguageModel::load(&path, &Device::default()).unwrap();
+    assert!(loaded.config.tie_word_embeddings);
+    assert_eq!(loaded.config.rope_theta, cfg.rope_theta);
+    let ids = PROMPTS[0];
+    assert!(max_abs_diff(&logits_of(&loaded, ids), &logits_of(&lm, ids)) < 1e-5);
+    let chat = Prompt::Chat(rlaif_core::Conversation::new().user("hel"));
+    assert_eq!(loaded.render(&chat).unwrap(), "<|im_start|>hel<|im_end|>");
+    assert_eq!(loaded.encode_prompt(&chat).unwrap().len(), 3);
+}
+
+#[test]
+fn hf_directory_round_trip_gives_identical_logits() {
+    for tied in [true, false] {
+        let mut lm = tiny_lm(tied);
+        lm.chat_template =
+            Some(crate::ChatTemplate::new("{{ messages[0].content }}!", "", "").unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        lm.save_pretrained(dir.path()).unwrap();
+        for f in [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ] {
+            assert!(dir.path().join(f).is_file(), "{f} missing");
+        }
+        let back = LanguageModel::load(dir.path(), &Device::default()).unwrap();
+        assert_eq!(back.config.tie_word_embeddings, tied);
+        let ids = PROMPTS[0];
+        assert_eq!(
+            logits_of(&back, ids),
+            logits_of(&lm, ids),
+            "bit-identical logits"
+        );
+        let s = "<|im_start|>hello 42 wörld<|im_end|>";
+        assert_eq!(
+            back.tokenizer.encode(s).unwrap(),
+            lm.tokenizer.encode(s).unwrap()
+        );
+        assert_eq!(back.tokenizer.stop_ids, lm.tokenizer.stop_ids);
+        let chat = Prompt::Chat(rlaif_core::Conversation::new().user("hi"));
+        assert_eq!(back.render(&chat).unwrap(), "hi!");
+    }
+}
+
+#[test]
+fn loading_reports_missing_and_mismatched_weights() {
+    let lm = tiny_lm(false);
+    let dir = tempfile::tempdir().unwrap();
+    lm.save_pretrained(dir.path()).unwrap();
+    let st = dir.path().join("model.safetensors");
+    let mut map = crate::weights::WeightMap::new();
+    crate::hf::read_safetensors(&st, &mut map).unwrap();
+    let full = map.clone();
+    map.remove("model.layers.1.mlp.up_proj.weight");
+    crate::hf::write_safetensors(&map, &st).unwrap();
+    let e = LanguageModel::load(dir.path(), &Device::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("missing weight model.layers.1.mlp.up_proj.weight"),
+        "{e}"
+    );
+    assert!(e.contains("model.safetensors"), "{e}");
+
+    let mut bad = full.clone();
+    bad.get_mut("model.norm.weight").unwrap().shape = vec![16, 2];
+    crate::hf::write_safetensors(&bad, &st).unwrap();
+    let e = LanguageModel::load(dir.path(), &Device::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.norm.weight") && e.contains("[16, 2]"),
+        "{e}"
+    );
+
+    let mut extra = full;
+    extra.insert(
+        "model.layers.7.mlp.up_proj.weight".into(),
+        extra["lm_head.weight"].clone(),
+    );
+    crate::hf::write_safetensors(&extra, &st).unwrap();
+    let e = LanguageModel::load(dir.path(), &Device::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unexpected weight model.layers.7"), "{e}");
+}

@@ -1,0 +1,351 @@
+//! Weights as plain f32 arrays under Hugging Face names, the common ground between the
+//! file formats (safetensors, GGUF) and the Burn model.
+
+use crate::model::{Llama, Proj, RmsNorm};
+use crate::{LlamaConfig, LmError};
+use burn::module::Param;
+use burn::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One tensor: row-major shape and values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Row-major (PyTorch) shape.
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: Vec<f32>,
+}
+
+/// Hugging Face tensor name (`model.layers.0.self_attn.q_proj.weight`, ...) → tensor.
+pub type WeightMap = BTreeMap<String, HostTensor>;
+
+/// Reads a tensor back to the host as f32.
+pub(crate) fn to_host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, LmError> {
+    t.try_into_vec_as::<f32>()
+        .map_err(|e| LmError::Backend(format!("reading a tensor back: {e:?}")))
+}
+
+struct Loader<'a> {
+    map: WeightMap,
+    source: &'a Path,
+    device: &'a Device,
+}
+
+impl Loader<'_> {
+    fn take<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+    ) -> Result<Param<Tensor<D>>, LmError> {
+        let t = self
+            .map
+            .remove(name)
+            .ok_or_else(|| LmError::MissingWeight {
+                name: name.to_string(),
+                source_file: self.source.to_path_buf(),
+            })?;
+        if t.shape != shape {
+            return Err(LmError::ShapeMismatch {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: t.shape,
+            });
+        }
+        let data = TensorData::new(t.data, shape);
+        Ok(Param::from_tensor(Tensor::from_data(data, self.device)))
+    }
+
+    fn proj(
+        &mut self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Proj, LmError> {
+        Ok(Proj {
+            weight: self.take(&format!("{prefix}.weight"), [d_out, d_in])?,
+            bias: if bias {
+                Some(self.take(&format!("{prefix}.bias"), [d_out])?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn norm(&mut self, name: &str, d: usize, eps: f64) -> Result<RmsNorm, LmError> {
+        Ok(RmsNorm {
+            weight: self.take(name, [d])?,
+            eps,
+        })
+    }
+}
+
+/// Builds a model from a weight map (consumed). `source` names the checkpoint in errors.
+///
+/// Every tensor the config implies must be present with the right shape; a tied model
+/// ignores a `lm_head.weight` in the file. Leftover tensors are an error (they usually mean
+/// the wrong config).
+pub fn model_from_weights(
+    cfg: &LlamaConfig,
+    map: WeightMap,
+    source: &Path,
+    device: &Device,
+) -> Result<Llama, LmError> {
+    cfg.validate()?;
+    let mut l = Loader {
+        map,
+        source,
+        device,
+    };
+    let (h, hd, v) = (cfg.hidden_size, cfg.head_dim(), cfg.vocab_size);
+    let (nh, nkv, ff) = (
+        cfg.num_attention_heads,
+        cfg.kv_heads(),
+        cfg.intermediate_size,
+    );
+    let embed_tokens = l.take("model.embed_tokens.weight", [v, h])?;
+    let norm = l.norm("model.norm.weight", h, cfg.rms_norm_eps)?;
+    let lm_head = if cfg.tie_word_embeddings {
+        l.map.remove("lm_head.weight");
+        None
+    } else {
+        Some(l.take("lm_head.weight", [v, h])?)
+    };
+    let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+    let template = cfg.init_block(device);
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        let mut b = template.clone();
+        b.input_layernorm = l.norm(&format!("{p}.input_layernorm.weight"), h, cfg.rms_norm_eps)?;
+        b.post_attention_layernorm = l.norm(
+            &format!("{p}.post_attention_layernorm.weight"),
+            h,
+            cfg.rms_norm_eps,
+        )?;
+        let a = &mut b.self_attn;
+        a.q_proj = l.proj(&format!("{p}.self_attn.q_proj"), h, nh * hd, cfg.qkv_bias())?;
+        a.k_proj = l.proj(
+            &format!("{p}.self_attn.k_proj"),
+            h,
+            nkv * hd,
+            cfg.qkv_bias(),
+        )?;
+        a.v_proj = l.proj(
+            &format!("{p}.self_attn.v_proj"),
+            h,
+            nkv * hd,
+            cfg.qkv_bias(),
+        )?;
+        a.o_proj = l.proj(&format!("{p}.self_attn.o_proj"), nh * hd, h, cfg.o_bias())?;
+        b.mlp.gate_proj = l.proj(&format!("{p}.mlp.gate_proj"), h, ff, false)?;
+        b.mlp.up_proj = l.proj(&format!("{p}.mlp.up_proj"), h, ff, false)?;
+        b.mlp.down_proj = l.proj(&format!("{p}.mlp.down_proj"), ff, h, false)?;
+        layers.push(b);
+    }
+    // Rotary inverse frequencies are sometimes stored; they are recomputed from θ.
+    l.map.retain(|k, _| !k.ends_with("rotary_emb.inv_freq"));
+    if let Some(extra) = l.map.keys().next() {
+        return Err(LmError::Config(format!(
+            "{}: unexpected weight {extra} ({} unused tensors): does config.json match the checkpoint?",
+            source.display(),
+            l.map.len()
+        )));
+    }
+    Ok(Llama {
+        embed_tokens,
+        layers,
+        norm,
+        lm_head,
+        rope: cfg.init_rope(device),
+    })
+}
+
+/// Reads every parameter of `model` back to the host under Hugging Face names.
+pub fn weights_from_model(model: &Llama) -> Result<WeightMap, LmError> {
+    let mut map = WeightMap::new();
+    let mut put = |name: String, t: Tensor<2>| -> Result<(), LmError> {
+        let shape = t.dims().to_vec();
+        map.insert(
+            name,
+            HostTensor {
+                shape,
+                data: to_host(t)?,
+            },
+        );
+        Ok(())
+    };
+    let vec1 = |t: Tensor<1>| t.unsqueeze::<2>();
+    put("model.embed_tokens.weight".into(), model.embed_tokens.val())?;
+    put("model.norm.weight".into(), vec1(model.norm.weight.val()))?;
+    if let Some(head) = &model.lm_head {
+        put("lm_head.weight".into(), head.val())?;
+    }
+    for (i, b) in model.layers.iter().enumerate() {
+        let p = format!("model.layers.{i}");
+        put(
+            format!("{p}.input_layernorm.weight"),
+            vec1(b.input_layernorm.weight.val()),
+        )?;
+        put(
+            format!("{p}.post_attention_layernorm.weight"),
+            vec1(b.post_attention_layernorm.weight.val()),
+        )?;
+        let projs = [
+            ("self_attn.q_proj", &b.self_attn.q_proj),
+            ("self_attn.k_proj", &b.self_attn.k_proj),
+            ("self_attn.v_proj", &b.self_attn.v_proj),
+            ("self_attn.o_proj", &b.self_attn.o_proj),
+            ("mlp.gate_proj", &b.mlp.gate_proj),
+            ("mlp.up_proj", &b.mlp.up_proj),
+            ("mlp.down_proj", &b.mlp.down_proj),
+        ];
+        for (name, proj) in projs {
+            put(format!("{p}.{name}.weight"), proj.weight.val())?;
+            if let Some(bias) = &proj.bias {
+                put(format!("{p}.{name}.bias"), vec1(bias.val()))?;
+            }
+        }
+    }
+    // vectors were lifted to [1, n] for one code path; restore their 1-D shapes
+    for (name, t) in map.iter_mut() {
+        if name.ends_with("norm.weight") || name.ends_with(".bias") {
+            t.shape = vec![t.data.len()];
+        }
+    }
+    Ok(map)
+}
+
+/// Maps a GGUF tensor name to its Hugging Face name (`None` for tensors we do not use).
+pub fn gguf_to_hf_name(name: &str) -> Option<String> {
+    let fixed = match name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (idx, tail) = rest.split_once('.')?;
+    let idx: usize = idx.parse().ok()?;
+    let (part, kind) = tail.rsplit_once('.')?;
+    let hf = match part {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{idx}.{hf}.{kind}"))
+}
+
+/// Undoes the row permutation that llama.cpp's converter applies to Llama q/k projections
+/// (`LlamaModel.permute`: HF's `rotate_half` pairs `(i, i + d/2)` become adjacent rows
+/// `(2i, 2i+1)` for ggml's interleaved RoPE). Row `h·d + 2j + t` of the GGUF tensor is row
+/// `h·d + t·d/2 + j` of the Hugging Face tensor. Works for weights `[out, in]` and biases
+/// `[out]` (`cols = 1`).
+pub fn unpermute_rows(data: &[f32], n_heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let hd = rows / n_heads;
+    let half = hd / 2;
+    let mut out = vec![0f32; data.len()];
+    for h in 0..n_heads {
+        for j in 0..half {
+            for t in 0..2 {
+                let src = (h * hd + 2 * j + t) * cols;
+                let dst = (h * hd + t * half + j) * cols;
+                out[dst..dst + cols].copy_from_slice(&data[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+/// Reads every tensor of a GGUF model into a weight map under Hugging Face names, with
+/// Llama's q/k permutation undone.
+pub fn weights_from_gguf(
+    g: &crate::gguf::GgufFile,
+    cfg: &LlamaConfig,
+) -> Result<WeightMap, LmError> {
+    let mut map = WeightMap::new();
+    for info in &g.tensors {
+        let Some(hf) = gguf_to_hf_name(&info.name) else {
+            if info.name.starts_with("rope_") {
+                continue; // precomputed RoPE factors are not used
+            }
+            return Err(LmError::Gguf {
+                path: PathBuf::from(g.path()),
+                msg: format!("unexpected tensor {}", info.name),
+            });
+        };
+        let (shape, mut data) = g.tensor_f32(&info.name)?;
+        if cfg.model_type == "llama" {
+            let heads = if hf.contains("q_proj") {
+                Some(cfg.num_attention_heads)
+            } else if hf.contains("k_proj") {
+                Some(cfg.kv_heads())
+            } else {
+                None
+            };
+            if let Some(n) = heads {
+                let cols = if shape.len() == 2 { shape[1] } else { 1 };
+                data = unpermute_rows(&data, n, shape[0], cols);
+            }
+        }
+        map.insert(hf, HostTensor { shape, data });
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// llama.cpp's `permute` (convert_hf_to_gguf.py), written independently as index maps.
+    fn permute_rows(data: &[f32], n_heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+        // w.reshape(n_head, 2, hd/2, cols).swapaxes(1, 2).reshape(rows, cols)
+        let hd = rows / n_heads;
+        let mut out = Vec::with_capacity(data.len());
+        for h in 0..n_heads {
+            for j in 0..hd / 2 {
+                for t in 0..2 {
+                    let r = h * hd + t * (hd / 2) + j;
+                    out.extend_from_slice(&data[r * cols..(r + 1) * cols]);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        let (heads, rows, cols) = (3, 12, 5);
+        let w: Vec<f32> = (0..rows * cols).map(|x| x as f32).collect();
+        let p = permute_rows(&w, heads, rows, cols);
+        assert_ne!(p, w);
+        assert_eq!(unpermute_rows(&p, heads, rows, cols), w);
+    }
+
+    #[test]
+    fn gguf_names() {
+        assert_eq!(
+            gguf_to_hf_name("blk.12.attn_output.weight").as_deref(),
+            Some("model.layers.12.self_attn.o_proj.weight")
+        );
+        assert_eq!(
+            gguf_to_hf_name("blk.0.attn_q.bias").as_deref(),
+            Some("model.layers.0.self_attn.q_proj.bias")
+        );
+        assert_eq!(
+            gguf_to_hf_name("token_embd.weight").as_deref(),
+            Some("model.embed_tokens.weight")
+        );
+        assert_eq!(gguf_to_hf_name("blk.x.attn_q.weight"), None);
+    }
+}

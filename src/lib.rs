@@ -1,0 +1,21 @@
+//! rlaif: Constitutional AI (reinforcement learning from AI feedback) on Burn.
+//!
+//! This facade re-exports the member crates, so one dependency gives all of them:
+//!
+//! - [`core`] (`rlaif-core`): conversations, sampling parameters, the `Generator` /
+//!   `ChoiceScorer` / `RewardModel` traits.
+//! - [`lm`] (`rlaif-lm`): the Llama-family model in Burn, loaders (Hugging Face, GGUF),
+//!   tokenizer, chat template, generation, scoring.
+//!
+//! ```no_run
+//! use rlaif::core::{Conversation, SamplingParams};
+//! use rlaif::lm::LanguageModel;
+//!
+//! let lm = LanguageModel::load_default(&burn::prelude::Device::default())?;
+//! let out = lm.generate(&[Conversation::new().user("Hi!").into()], &SamplingParams::greedy(32))?;
+//! println!("{}", out[0].text);
+//! # Ok::<(), rlaif::lm::LmError>(())
+//! ```
+
+pub use rlaif_core as core;
+pub use rlaif_lm as lm;
