@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""PyTorch baseline for benches/lm.rs: the same measurements with transformers on the same
+GGUF (dequantised to f32), 2 threads.
+
+    python benches/reference/torch_lm.py ~/.cache/rlaif/SmolLM2-135M-Instruct.Q4_1.gguf
+
+- generate/batch{1,8}: greedy, 32-token prompt, 32 new tokens, KV cache; new tokens/s.
+- train_step/4x256: forward + backward of the causal-LM loss; tokens/s.
+Median of 5 runs after one warm-up. Needs torch, transformers, gguf, accelerate.
+"""
+import os
+import statistics
+import sys
+import time
+
+import torch
+from transformers import AutoModelForCausalLM
+
+gguf = sys.argv[1]
+torch.set_num_threads(int(os.environ.get("THREADS", "2")))
+torch.manual_seed(0)
+model = AutoModelForCausalLM.from_pretrained(
+    os.path.dirname(gguf), gguf_file=os.path.basename(gguf), dtype=torch.float32
+)
+V = model.config.vocab_size
+
+
+def median_time(fn, runs=5):
+    fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+model.eval()
+for batch in (1, 8):
+    ids = torch.randint(100, V, (batch, 32))
+    mask = torch.ones_like(ids)
+
+    def gen():
+        with torch.no_grad():
+            model.generate(ids, attention_mask=mask, max_new_tokens=32, min_new_tokens=32,
+                           do_sample=False, pad_token_id=0)
+
+    t = median_time(gen)
+    print(f"generate/batch{batch}: {t*1e3:.0f} ms, {batch*32/t:.1f} new tokens/s")
+
+model.train()
+ids = torch.randint(100, V, (4, 256))
+
+
+def step():
+    out = model(ids, labels=ids)
+    out.loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+t = median_time(step)
+print(f"train_step/4x256: {t*1e3:.0f} ms, {4*256/t:.1f} tokens/s")

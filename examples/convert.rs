@@ -1,0 +1,32 @@
+//! Writes a model (GGUF file or Hugging Face directory) as a Hugging Face model directory
+//! that transformers can load:
+//! `cargo run --release --example convert -- --out smollm2-hf` (default model), or
+//! `cargo run --release --example convert -- --model model.gguf --out dir`.
+
+use anyhow::Context;
+use burn::prelude::Device;
+use clap::Parser;
+use rlaif_lm::{LanguageModel, resolve};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(about = "Convert a model to a Hugging Face directory (f32 safetensors)")]
+struct Args {
+    /// A Hugging Face model directory or a .gguf file (default: SmolLM2-135M-Instruct).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The directory to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let path = resolve::resolve_model(args.model.as_deref())?;
+    let lm = LanguageModel::load(&path, &Device::default())
+        .with_context(|| format!("loading {}", path.display()))?;
+    lm.save_pretrained(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
