@@ -2,8 +2,11 @@
 //! layout), grouped-query attention with an optional KV cache, SwiGLU MLP, tied or untied
 //! output projection, optional q/k/v/o biases (Qwen2).
 //!
-//! Parameters keep PyTorch's layout (`[out, in]` projection weights) and Hugging Face's
-//! names map one-to-one onto the fields (see [`crate::weights`]).
+//! Every matrix is stored `[in, out]` (Burn's `Linear` layout), the embedding as
+//! `[hidden, vocab]` so that the tied output projection is a contiguous `[in, out]` matrix
+//! too: flex copies a transposed view on every matmul, which at batch 1 costs more than the
+//! product itself. Hugging Face names map one-to-one onto the fields; [`crate::weights`]
+//! transposes on load and export.
 //!
 //! Padding: every forward takes per-row positions and a key-padding mask, so batches of
 //! left- or right-padded sequences give each real token exactly the result it would get
@@ -17,10 +20,10 @@ use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-/// A projection `y = x Wᵀ + b` with `W` stored `[out, in]` as in PyTorch.
+/// A projection `y = x W + b` with `W` stored `[in, out]`.
 #[derive(Module, Debug)]
 pub struct Proj {
-    /// `[out, in]`.
+    /// `[in, out]` (the transpose of PyTorch's `weight`).
     pub weight: Param<Tensor<2>>,
     /// `[out]`.
     pub bias: Option<Param<Tensor<1>>>,
@@ -28,7 +31,7 @@ pub struct Proj {
 
 impl Proj {
     fn init(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Self {
-        let w = Tensor::random([d_out, d_in], Distribution::Normal(0.0, 0.02), device);
+        let w = Tensor::random([d_in, d_out], Distribution::Normal(0.0, 0.02), device);
         Self {
             weight: Param::from_tensor(w),
             bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
@@ -37,7 +40,7 @@ impl Proj {
 
     /// `[B, S, in] → [B, S, out]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let y = x.matmul(self.weight.val().transpose().unsqueeze::<3>());
+        let y = x.matmul(self.weight.val().unsqueeze::<3>());
         match &self.bias {
             Some(b) => y + b.val().unsqueeze::<3>(),
             None => y,
@@ -271,13 +274,13 @@ pub struct Block {
 /// The decoder.
 #[derive(Module, Debug)]
 pub struct Llama {
-    /// Token embedding `[vocab, hidden]`.
+    /// Token embedding, stored `[hidden, vocab]` (the transpose of Hugging Face's).
     pub embed_tokens: Param<Tensor<2>>,
     /// Decoder blocks.
     pub layers: Vec<Block>,
     /// Final norm.
     pub norm: RmsNorm,
-    /// Output projection `[vocab, hidden]`; `None` when tied to the embedding.
+    /// Output projection `[hidden, vocab]`; `None` when tied to the embedding.
     pub lm_head: Option<Param<Tensor<2>>>,
     /// RoPE tables (constants, not parameters).
     pub rope: Rope,
@@ -305,7 +308,7 @@ impl LlamaConfig {
     pub fn init(&self, device: &Device) -> Llama {
         let emb = || {
             Param::from_tensor(Tensor::random(
-                [self.vocab_size, self.hidden_size],
+                [self.hidden_size, self.vocab_size],
                 Distribution::Normal(0.0, 0.02),
                 device,
             ))
@@ -368,11 +371,12 @@ impl Llama {
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let [b, s] = tokens.dims();
-        let hdim = self.embed_tokens.dims()[1];
+        let hdim = self.embed_tokens.dims()[0];
         let mut x = self
             .embed_tokens
             .val()
-            .select(0, tokens.reshape([b * s]))
+            .select(1, tokens.reshape([b * s]))
+            .transpose()
             .reshape([b, s, hdim]);
         let (cos, sin) = self.rope.at(positions);
         if let Some(c) = cache.as_deref_mut() {
@@ -396,7 +400,7 @@ impl Llama {
     /// Logits `[B, S, V]` from hidden states `[B, S, H]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        hidden.matmul(w.val().transpose().unsqueeze::<3>())
+        hidden.matmul(w.val().unsqueeze::<3>())
     }
 
     /// Logits `[B, S, V]` of a batch of sequences with `attention_mask [B, S]` (1 = real
@@ -409,7 +413,7 @@ impl Llama {
 
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
-        self.embed_tokens.dims()[0]
+        self.embed_tokens.dims()[1]
     }
 
     /// Longest supported sequence.

@@ -37,12 +37,13 @@ pub fn pick_token(
         return Err(LmError::Backend("the model produced NaN logits".into()));
     }
     if params.is_greedy() {
-        let (best, &top) = logits
-            .iter()
-            .enumerate()
-            .fold((0, &f32::NEG_INFINITY), |acc, (i, x)| {
-                if *x > *acc.1 { (i, x) } else { acc }
-            });
+        let (best, &top) =
+            logits
+                .iter()
+                .enumerate()
+                .fold((0, &f32::NEG_INFINITY), |acc, (i, x)| {
+                    if *x > *acc.1 { (i, x) } else { acc }
+                });
         let lse = log_sum_exp(logits.iter().copied());
         return Ok((best as u32, top - lse));
     }

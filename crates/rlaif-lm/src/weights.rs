@@ -5,6 +5,7 @@ use crate::model::{Llama, Proj, RmsNorm};
 use crate::{LlamaConfig, LmError};
 use burn::module::Param;
 use burn::prelude::*;
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -32,12 +33,46 @@ struct Loader<'a> {
     device: &'a Device,
 }
 
+/// Transposes a row-major `[rows, cols]` matrix (cache-blocked, parallel over row blocks
+/// of the output).
+pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const BLOCK: usize = 64;
+    let mut out = vec![0f32; data.len()];
+    if data.is_empty() {
+        return out;
+    }
+    // out is [cols, rows]: each task fills BLOCK whole rows of out (= BLOCK columns of data).
+    out.par_chunks_mut(BLOCK * rows)
+        .enumerate()
+        .for_each(|(cb, chunk)| {
+            let c0 = cb * BLOCK;
+            let cn = chunk.len() / rows;
+            for r in 0..rows {
+                let src = &data[r * cols + c0..r * cols + c0 + cn];
+                for (dc, &v) in src.iter().enumerate() {
+                    chunk[dc * rows + r] = v;
+                }
+            }
+        });
+    out
+}
+
 impl Loader<'_> {
-    fn take<const D: usize>(
-        &mut self,
-        name: &str,
-        shape: [usize; D],
-    ) -> Result<Param<Tensor<D>>, LmError> {
+    /// A Hugging Face `[out, in]` matrix, stored `[in, out]`.
+    fn matrix(&mut self, name: &str, hf_shape: [usize; 2]) -> Result<Param<Tensor<2>>, LmError> {
+        let [rows, cols] = hf_shape;
+        let t = self.checked(name, &hf_shape)?;
+        let data = TensorData::new(transpose(&t.data, rows, cols), [cols, rows]);
+        Ok(Param::from_tensor(Tensor::from_data(data, self.device)))
+    }
+
+    fn vector(&mut self, name: &str, len: usize) -> Result<Param<Tensor<1>>, LmError> {
+        let t = self.checked(name, &[len])?;
+        let data = TensorData::new(t.data, [len]);
+        Ok(Param::from_tensor(Tensor::from_data(data, self.device)))
+    }
+
+    fn checked(&mut self, name: &str, shape: &[usize]) -> Result<HostTensor, LmError> {
         let t = self
             .map
             .remove(name)
@@ -52,8 +87,7 @@ impl Loader<'_> {
                 found: t.shape,
             });
         }
-        let data = TensorData::new(t.data, shape);
-        Ok(Param::from_tensor(Tensor::from_data(data, self.device)))
+        Ok(t)
     }
 
     fn proj(
@@ -64,9 +98,9 @@ impl Loader<'_> {
         bias: bool,
     ) -> Result<Proj, LmError> {
         Ok(Proj {
-            weight: self.take(&format!("{prefix}.weight"), [d_out, d_in])?,
+            weight: self.matrix(&format!("{prefix}.weight"), [d_out, d_in])?,
             bias: if bias {
-                Some(self.take(&format!("{prefix}.bias"), [d_out])?)
+                Some(self.vector(&format!("{prefix}.bias"), d_out)?)
             } else {
                 None
             },
@@ -75,7 +109,7 @@ impl Loader<'_> {
 
     fn norm(&mut self, name: &str, d: usize, eps: f64) -> Result<RmsNorm, LmError> {
         Ok(RmsNorm {
-            weight: self.take(name, [d])?,
+            weight: self.vector(name, d)?,
             eps,
         })
     }
@@ -104,13 +138,13 @@ pub fn model_from_weights(
         cfg.kv_heads(),
         cfg.intermediate_size,
     );
-    let embed_tokens = l.take("model.embed_tokens.weight", [v, h])?;
+    let embed_tokens = l.matrix("model.embed_tokens.weight", [v, h])?;
     let norm = l.norm("model.norm.weight", h, cfg.rms_norm_eps)?;
     let lm_head = if cfg.tie_word_embeddings {
         l.map.remove("lm_head.weight");
         None
     } else {
-        Some(l.take("lm_head.weight", [v, h])?)
+        Some(l.matrix("lm_head.weight", [v, h])?)
     };
     let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
     let template = cfg.init_block(device);
@@ -161,16 +195,24 @@ pub fn model_from_weights(
     })
 }
 
-/// Reads every parameter of `model` back to the host under Hugging Face names.
+/// Reads every parameter of `model` back to the host under Hugging Face names and layout.
 pub fn weights_from_model(model: &Llama) -> Result<WeightMap, LmError> {
     let mut map = WeightMap::new();
+    // Matrices are stored [in, out]: back to PyTorch's [out, in]. Vectors come as [1, n]
+    // and need no transpose.
     let mut put = |name: String, t: Tensor<2>| -> Result<(), LmError> {
-        let shape = t.dims().to_vec();
+        let [rows, cols] = t.dims();
+        let data = to_host(t)?;
+        let data = if rows == 1 {
+            data
+        } else {
+            transpose(&data, rows, cols)
+        };
         map.insert(
             name,
             HostTensor {
-                shape,
-                data: to_host(t)?,
+                shape: vec![cols, rows],
+                data,
             },
         );
         Ok(())
@@ -330,6 +372,19 @@ mod tests {
         let p = permute_rows(&w, heads, rows, cols);
         assert_ne!(p, w);
         assert_eq!(unpermute_rows(&p, heads, rows, cols), w);
+    }
+
+    #[test]
+    fn transpose_matches_index_definition() {
+        for (r, c) in [(1, 1), (3, 5), (70, 130), (129, 64), (1, 7), (7, 1)] {
+            let m: Vec<f32> = (0..r * c).map(|x| x as f32).collect();
+            let t = transpose(&m, r, c);
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(t[j * r + i], m[i * c + j]);
+                }
+            }
+        }
     }
 
     #[test]
