@@ -129,18 +129,6 @@ fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     x * cos.clone() + Tensor::cat(vec![-x2, x1], 3) * sin.clone()
 }
 
-/// `[B, KVH, S, D] → [B, KVH·n_rep, S, D]` in Hugging Face's `repeat_kv` order. Always
-/// expanded before `attention`: Burn's autodiff fallback silently mishandles GQA shapes.
-fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
-    if n_rep == 1 {
-        return x;
-    }
-    let [b, h, s, d] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, h, n_rep, s, d])
-        .reshape([b, h * n_rep, s, d])
-}
-
 /// Cached keys and values of one layer, `[B, KVH, T, D]` each (before head repetition).
 #[derive(Debug, Clone)]
 pub struct LayerCache {
@@ -227,14 +215,23 @@ impl Attention {
             });
         }
         let t = k.dims()[2];
-        let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
-        let mask = mask.clone().expand([b, h, s, t]);
+        // Grouped-query attention without copying K/V: the n_rep query heads of a group
+        // (heads g·n_rep .. g·n_rep + n_rep, Hugging Face's `repeat_kv` order) attend as
+        // n_rep·S query rows against the group's single K/V head. Head counts match inside
+        // `attention`, which Burn's autodiff fallback requires.
+        let n_rep = h / kvh;
+        let q = q.reshape([b, kvh, n_rep * s, hd]);
+        let mask = mask
+            .clone()
+            .unsqueeze_dim::<5>(1)
+            .expand([b, kvh, n_rep, s, t])
+            .reshape([b, kvh, n_rep * s, t]);
         let opts = AttentionModuleOptions {
             scale: None,
             softcap: None,
             is_causal: false, // the mask carries causality (it must, with a cache)
         };
-        let o = attention(q, k, v, Some(mask), None, opts);
+        let o = attention(q, k, v, Some(mask), None, opts).reshape([b, h, s, hd]);
         self.o_proj
             .forward(o.swap_dims(1, 2).reshape([b, s, h * hd]))
     }

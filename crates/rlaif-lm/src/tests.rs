@@ -288,8 +288,7 @@ fn gguf_written_like_llama_cpp_loads_to_the_same_logits() {
         .i32s("tokenizer.ggml.token_type", &types)
         .u32("tokenizer.ggml.eos_token_id", 1);
     let gguf_name = |hf: &str| -> String {
-        let s = hf
-            .replace("model.embed_tokens", "token_embd")
+        hf.replace("model.embed_tokens", "token_embd")
             .replace("model.norm", "output_norm")
             .replace("model.layers.", "blk.")
             .replace("self_attn.q_proj", "attn_q")
@@ -300,8 +299,7 @@ fn gguf_written_like_llama_cpp_loads_to_the_same_logits() {
             .replace("mlp.up_proj", "ffn_up")
             .replace("mlp.down_proj", "ffn_down")
             .replace("post_attention_layernorm", "ffn_norm")
-            .replace("input_layernorm", "attn_norm");
-        s
+            .replace("input_layernorm", "attn_norm")
     };
     for (name, t) in &weights {
         let heads = if name.contains("q_proj") {
