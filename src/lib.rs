@@ -6,6 +6,9 @@
 //!   `ChoiceScorer` / `RewardModel` traits.
 //! - [`lm`] (`rlaif-lm`): the Llama-family model in Burn, loaders (Hugging Face, GGUF),
 //!   tokenizer, chat template, generation, scoring.
+//! - [`constitution`] (`rlaif-constitution`): the constitution (critique / revision and
+//!   comparison principles, few-shot exemplars), its TOML and paper JSON formats, seeded
+//!   principle sampling, and the critique / revision / comparison prompts.
 //!
 //! ```no_run
 //! use rlaif::core::{Conversation, SamplingParams};
@@ -17,5 +20,6 @@
 //! # Ok::<(), rlaif::lm::LmError>(())
 //! ```
 
+pub use rlaif_constitution as constitution;
 pub use rlaif_core as core;
 pub use rlaif_lm as lm;
