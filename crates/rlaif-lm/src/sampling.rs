@@ -52,11 +52,11 @@ pub fn pick_token(
     let lse = log_sum_exp(logits.iter().map(|x| x * inv_t));
     let mut cand: Vec<u32> = (0..logits.len() as u32).collect();
     let desc = |a: &u32, b: &u32| z(*b as usize).total_cmp(&z(*a as usize));
-    if let Some(k) = params.top_k {
-        if k < cand.len() {
-            cand.select_nth_unstable_by(k - 1, desc);
-            cand.truncate(k);
-        }
+    if let Some(k) = params.top_k
+        && k < cand.len()
+    {
+        cand.select_nth_unstable_by(k - 1, desc);
+        cand.truncate(k);
     }
     if params.top_p < 1.0 {
         cand.sort_unstable_by(desc);

@@ -21,6 +21,19 @@ pub fn gather_logprobs(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> 
         .squeeze_dim::<2>(2)
 }
 
+/// An error naming the first token id outside `0..vocab`.
+pub(crate) fn check_vocab<'a>(
+    ids: impl IntoIterator<Item = &'a u32>,
+    vocab: usize,
+) -> Result<(), LmError> {
+    match ids.into_iter().find(|&&t| t as usize >= vocab) {
+        Some(bad) => Err(LmError::InvalidRequest(format!(
+            "token id {bad} is outside the vocabulary of {vocab}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Right-pads token lists into a `[B, T]` tensor plus the real-token mask.
 pub fn pad_right(
     seqs: &[Vec<u32>],
@@ -53,6 +66,7 @@ pub fn token_logprobs(model: &Llama, tokens: Tensor<2, Int>, real: &[Vec<bool>])
 /// [`token_logprobs`] for token-id lists: one vector of `len - 1` log-probabilities per
 /// sequence (empty for sequences shorter than 2).
 pub fn sequence_logprobs(model: &Llama, seqs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, LmError> {
+    check_vocab(seqs.iter().flatten(), model.vocab_size())?;
     if seqs.iter().all(|s| s.len() < 2) {
         return Ok(seqs.iter().map(|_| vec![]).collect());
     }
@@ -91,8 +105,12 @@ pub fn choice_logprobs(
     if choices.is_empty() {
         return Ok(vec![]);
     }
+    check_vocab(
+        prompt.iter().chain(choices.iter().flatten()),
+        model.vocab_size(),
+    )?;
     let device = model.embed_tokens.val().device();
-    let (p, n, v) = (prompt.len(), choices.len(), model.vocab_size());
+    let (p, n) = (prompt.len(), choices.len());
     // 1. The prompt, once: its last position predicts every choice's first token.
     let mut cache = KvCache::default();
     let toks: Vec<i64> = prompt.iter().map(|&x| x as i64).collect();
@@ -129,7 +147,7 @@ pub fn choice_logprobs(
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let mut total = first[c[0] as usize % v] as f64;
+            let mut total = first[c[0] as usize] as f64;
             for j in 1..c.len() {
                 total += rest[i * (longest - 1) + j - 1] as f64;
             }

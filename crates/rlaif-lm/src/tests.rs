@@ -208,6 +208,8 @@ fn choice_logprobs_equal_full_sequence_scoring() {
     assert!(via_trait.iter().all(|x| *x < 0.0));
     let e = score::choice_logprobs(&lm.model, &prompt, &[vec![]]).unwrap_err();
     assert!(e.to_string().contains("choice 0 is empty"));
+    let e = score::choice_logprobs(&lm.model, &prompt, &[vec![3], vec![260]]).unwrap_err();
+    assert!(e.to_string().contains("token id 260 is outside"), "{e}");
 }
 
 #[test]
@@ -404,4 +406,49 @@ fn loading_reports_missing_and_mismatched_weights() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("unexpected weight model.layers.7"), "{e}");
+}
+
+#[test]
+fn sharded_checkpoint_loads_like_a_single_file() {
+    let lm = tiny_lm(false);
+    let dir = tempfile::tempdir().unwrap();
+    lm.save_pretrained(dir.path()).unwrap();
+    let single = dir.path().join("model.safetensors");
+    let mut map = crate::weights::WeightMap::new();
+    crate::hf::read_safetensors(&single, &mut map).unwrap();
+    std::fs::remove_file(&single).unwrap();
+    // two shards and the index that names them, as transformers writes them
+    let (mut a, mut b) = (
+        crate::weights::WeightMap::new(),
+        crate::weights::WeightMap::new(),
+    );
+    let mut index = serde_json::Map::new();
+    for (i, (name, t)) in map.into_iter().enumerate() {
+        let file = if i % 2 == 0 {
+            "model-00001-of-00002.safetensors"
+        } else {
+            "model-00002-of-00002.safetensors"
+        };
+        index.insert(name.clone(), file.into());
+        if i % 2 == 0 {
+            a.insert(name, t)
+        } else {
+            b.insert(name, t)
+        };
+    }
+    crate::hf::write_safetensors(&a, &dir.path().join("model-00001-of-00002.safetensors")).unwrap();
+    crate::hf::write_safetensors(&b, &dir.path().join("model-00002-of-00002.safetensors")).unwrap();
+    let json = serde_json::json!({ "metadata": {}, "weight_map": index });
+    let idx = dir.path().join("model.safetensors.index.json");
+    std::fs::write(&idx, json.to_string()).unwrap();
+    let back = LanguageModel::load(dir.path(), &Device::default()).unwrap();
+    assert_eq!(logits_of(&back, PROMPTS[1]), logits_of(&lm, PROMPTS[1]));
+
+    // an index pointing outside the directory is refused
+    let evil = serde_json::json!({ "weight_map": { "model.norm.weight": "../x.safetensors" } });
+    std::fs::write(&idx, evil.to_string()).unwrap();
+    let e = LanguageModel::load(dir.path(), &Device::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a plain file name"), "{e}");
 }

@@ -78,10 +78,10 @@ impl TextTokenizer {
             "<|eot_id|>",
             "<|end_of_text|>",
         ] {
-            if let Some(id) = self.inner.token_to_id(s) {
-                if !stops.contains(&id) {
-                    stops.push(id);
-                }
+            if let Some(id) = self.inner.token_to_id(s)
+                && !stops.contains(&id)
+            {
+                stops.push(id);
             }
         }
         self.stop_ids = stops;
