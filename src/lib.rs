@@ -6,9 +6,14 @@
 //!   `ChoiceScorer` / `RewardModel` traits.
 //! - [`lm`] (`rlaif-lm`): the Llama-family model in Burn, loaders (Hugging Face, GGUF),
 //!   tokenizer, chat template, generation, scoring.
+//! - [`kernels`] (`rlaif-kernels`): the fused tensor ops of preference modelling and PPO
+//!   (token log-probs, KL estimators, masked statistics, GAE, PPO and Bradley–Terry losses,
+//!   sampling), as Burn backend extensions.
 //! - [`constitution`] (`rlaif-constitution`): the constitution (critique / revision and
 //!   comparison principles, few-shot exemplars), its TOML and paper JSON formats, seeded
 //!   principle sampling, and the critique / revision / comparison prompts.
+//! - [`revision`] (`rlaif-revision`): the critique → revision loop (batched, seeded,
+//!   resumable JSON Lines traces with SFT and preference views, degenerate-output handling).
 //!
 //! ```no_run
 //! use rlaif::core::{Conversation, SamplingParams};
@@ -22,4 +27,6 @@
 
 pub use rlaif_constitution as constitution;
 pub use rlaif_core as core;
+pub use rlaif_kernels as kernels;
 pub use rlaif_lm as lm;
+pub use rlaif_revision as revision;

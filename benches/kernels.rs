@@ -1,0 +1,214 @@
+//! Fused kernels of `rlaif-kernels` against their default bodies, beside the machine's limits.
+//!
+//! - `floor/copy`, `floor/read`: memory bandwidth on a 400 MB f32 buffer with all cores
+//!   (copy counts bytes read + written; read is a vectorised sum). `floor/exp`: exponentials per
+//!   second of the kernels' vectorised `exp` over an L1-resident slice, all cores.
+//! - `token_logprobs_fwd/{fused,default,naive}/BxTxV` and `token_logprobs_fwd_bwd/...` at
+//!   [8, 256, 49152] and [1, 1024, 49152], temperature 1. `default` is the crate's default body
+//!   (all-`-inf` rows handled), `naive` is `log_softmax(z, 2).gather(2, y)` in Burn ops (what
+//!   `log_softmax(...).gather(...)` is in PyTorch). Bytes: the logits read once (forward); read
+//!   twice and the gradient written once (forward + backward).
+//! - `gae/{fused,default}/64x512`: bytes = rewards, values, mask read, advantages and returns
+//!   written. `whiten/default/64x512`: x and mask read, output written.
+//!
+//! Run: `cargo bench --bench kernels` (about 5 minutes on 2 cores). Results and the floors
+//! they imply are recorded in `docs/benchmarks.md`.
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::activation::log_softmax;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rlaif_kernels as k;
+use std::hint::black_box;
+use std::time::Duration;
+
+const VOCAB: usize = 49152;
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Sum with lane-wise accumulators (vectorises).
+fn sum_lanes(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut it = x.chunks_exact(16);
+    for c in &mut it {
+        for l in 0..16 {
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().sum::<f32>() + it.remainder().iter().sum::<f32>()
+}
+
+fn bench_floors(c: &mut Criterion) {
+    let n = 100 << 20; // 100 Mi f32: 419 MB
+    let src: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 * 1e-3).collect();
+    let mut dst = vec![1f32; n];
+    let th = threads();
+    let part = n.div_ceil(th);
+    let mut g = c.benchmark_group("floor");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Bytes((2 * n * 4) as u64));
+    g.bench_function("copy", |b| {
+        b.iter(|| {
+            std::thread::scope(|s| {
+                for (d, x) in dst.chunks_mut(part).zip(src.chunks(part)) {
+                    s.spawn(move || d.copy_from_slice(x));
+                }
+            })
+        })
+    });
+    g.throughput(Throughput::Bytes((n * 4) as u64));
+    g.bench_function("read", |b| {
+        b.iter(|| {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = src
+                    .chunks(part)
+                    .map(|x| s.spawn(move || sum_lanes(x)))
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).sum::<f32>()
+            })
+        })
+    });
+    // exp throughput: each thread runs the kernels' exp over a 16 KiB slice `reps` times
+    let slice: Vec<f32> = (0..4096).map(|i| -((i % 97) as f32) * 0.1).collect();
+    let reps = 2000;
+    g.throughput(Throughput::Elements((th * reps * slice.len()) as u64));
+    g.bench_function("exp", |b| {
+        b.iter(|| {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (0..th)
+                    .map(|_| {
+                        let x = &slice;
+                        s.spawn(move || {
+                            (0..reps)
+                                .map(|_| k::probe::sum_exp(black_box(x)))
+                                .sum::<f32>()
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).sum::<f32>()
+            })
+        })
+    });
+    g.finish();
+}
+
+fn labels(b: usize, t: usize, device: &Device) -> Tensor<2, Int> {
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let ids: Vec<i64> = (0..b * t)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 33) as usize % VOCAB) as i64
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(ids, [b, t]), device)
+}
+
+fn naive(logits: Tensor<3>, labels: Tensor<2, Int>) -> Tensor<2> {
+    let [b, t, _] = logits.dims();
+    log_softmax(logits, 2)
+        .gather(2, labels.unsqueeze_dim::<3>(2))
+        .reshape([b, t])
+}
+
+fn bench_token_logprobs(c: &mut Criterion) {
+    let device = Device::flex();
+    device.seed(7);
+    type F = fn(Tensor<3>, Tensor<2, Int>) -> Tensor<2>;
+    let variants: [(&str, F); 3] = [
+        ("fused", |x, y| k::token_logprobs(x, y, 1.0).unwrap()),
+        ("default", |x, y| {
+            k::token_logprobs_default(x, y, 1.0).unwrap()
+        }),
+        ("naive", naive),
+    ];
+    for (b, t) in [(8usize, 256usize), (1, 1024)] {
+        let logits = Tensor::<3>::random([b, t, VOCAB], Distribution::Normal(0.0, 2.0), &device);
+        let y = labels(b, t, &device);
+        let bytes = (b * t * VOCAB * 4) as u64;
+        let shape = format!("{b}x{t}x{VOCAB}");
+
+        let mut g = c.benchmark_group("token_logprobs_fwd");
+        g.sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+        g.throughput(Throughput::Bytes(bytes));
+        for (name, f) in variants {
+            g.bench_function(format!("{name}/{shape}"), |bch| {
+                bch.iter(|| f(logits.clone(), y.clone()))
+            });
+        }
+        g.finish();
+
+        let mut g = c.benchmark_group("token_logprobs_fwd_bwd");
+        g.sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+        g.throughput(Throughput::Bytes(3 * bytes));
+        for (name, f) in variants {
+            g.bench_function(format!("{name}/{shape}"), |bch| {
+                bch.iter(|| {
+                    let x = logits.clone().autodiff().require_grad();
+                    let grads = f(x.clone(), y.clone()).sum().backward();
+                    x.grad(&grads).unwrap()
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+fn bench_gae_whiten(c: &mut Criterion) {
+    let device = Device::flex();
+    device.seed(8);
+    let (b, t) = (64usize, 512usize);
+    let rewards = Tensor::<2>::random([b, t], Distribution::Normal(0.0, 1.0), &device);
+    let values = Tensor::<2>::random([b, t], Distribution::Normal(0.0, 1.0), &device);
+    // response lengths between t/2 and t: padding after the EOS
+    let lens =
+        Tensor::<2>::random([b, 1], Distribution::Uniform(0.5, 1.0), &device).mul_scalar(t as f32);
+    let pos = Tensor::<1, Int>::arange(0..t as i64, &device)
+        .float()
+        .unsqueeze::<2>();
+    let mask = pos.lower(lens.expand([b, t])).float();
+    let cfg = k::GaeConfig::default();
+    let elems = (b * t * 4) as u64;
+
+    let mut g = c.benchmark_group("gae");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Bytes(5 * elems));
+    g.bench_function(format!("fused/{b}x{t}"), |bch| {
+        bch.iter(|| k::gae(rewards.clone(), values.clone(), mask.clone(), cfg).unwrap())
+    });
+    g.bench_function(format!("default/{b}x{t}"), |bch| {
+        bch.iter(|| k::gae_default(rewards.clone(), values.clone(), mask.clone(), cfg).unwrap())
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("whiten");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    g.throughput(Throughput::Bytes(3 * elems));
+    g.bench_function(format!("default/{b}x{t}"), |bch| {
+        bch.iter(|| {
+            k::masked_whiten(rewards.clone(), mask.clone(), k::WhitenConfig::default()).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_floors,
+    bench_gae_whiten,
+    bench_token_logprobs
+);
+criterion_main!(benches);

@@ -1,0 +1,208 @@
+//! The Burn backend extension that carries the fused kernels.
+//!
+//! [`RlKernels`] is a `#[backend_extension]` trait: the macro implements it for Burn's runtime
+//! [`Dispatch`] backend, which routes every call to the backend that owns the tensors. Only the
+//! backends listed in the attribute can be routed to (Burn 0.22 panics at call time for an
+//! unlisted one), so the public functions of this crate call the extension only when
+//! [`fused_available`] says so (a float32 tensor on the flex CPU backend, with or without
+//! autodiff) and run the *default body* (plain, differentiable Burn tensor ops) everywhere else.
+//! No code path assumes a particular backend.
+//!
+//! The extension has three operations:
+//!
+//! - [`RlKernels::token_stats`]: per row of `[N, V]` logits, the packed statistics
+//!   `[log p(label), entropy, logsumexp]` of `softmax(logits · inv_temperature)`, shape `[N, 3]`.
+//! - [`RlKernels::token_stats_backward`]: the gradient of a scalar function of those statistics
+//!   with respect to the logits, recomputed from the logits and the saved statistics (the softmax is
+//!   never stored).
+//! - [`RlKernels::gae`]: generalised advantage estimation over `[B, T]` rows.
+//!
+//! The autodiff implementation registers a custom backward for `token_stats` that saves only the
+//! logits (a reference-counted handle, not a copy), the labels and the `[N, 3]` statistics.
+
+// without a backend feature the generated dispatch methods have no arm that reads their scalars
+#![cfg_attr(not(feature = "flex"), allow(unused_variables))]
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
+use burn::prelude::*;
+use burn::tensor::DType;
+
+/// Fused RLAIF kernels as a Burn backend extension (see the [module docs](self)).
+///
+/// Implemented for the flex CPU backend (feature `flex`) and for `Autodiff<B>` over any
+/// implementing backend. Call it through the public functions of this crate
+/// ([`crate::token_logprobs`], [`crate::gae()`], ...), which fall back to the default bodies where
+/// the extension is not available.
+#[backend_extension(Flex: cfg(feature = "flex"), Autodiff)]
+pub trait RlKernels: Backend {
+    /// Per-row statistics of the tempered softmax of `logits` (`[N, V]`, float32) at the integer
+    /// `labels` (`[N]`, in `0..V`): returns `[N, 3]` holding, per row,
+    /// `[z'_y − lse(z'), lse(z') − Σ_j p_j z'_j, lse(z')]` with `z' = logits · inv_temperature`
+    /// and `p = softmax(z')`, i.e. the label log-prob, the entropy and the log-partition.
+    ///
+    /// A row with no finite logit (all `-inf`) has no distribution; it yields
+    /// `[-inf, 0, -inf]` and a zero gradient.
+    fn token_stats(
+        logits: FloatTensor<Self>,
+        labels: IntTensor<Self>,
+        inv_temperature: f32,
+    ) -> FloatTensor<Self>;
+
+    /// Gradient of `Σ_i g_i · stats_i` with respect to the logits, where `stats` is the output
+    /// of [`token_stats`](RlKernels::token_stats) for the same inputs and `grad` (`[N, 3]`) is
+    /// the upstream gradient `g`. With `s = inv_temperature`, `p = softmax(z')`,
+    /// `μ = Σ_j p_j z'_j`:
+    ///
+    /// `∂/∂logits_j = s · (g_lp · 1[j = y] − p_j · (g_lp − g_lse + g_H · (z'_j − μ)))`.
+    fn token_stats_backward(
+        logits: FloatTensor<Self>,
+        labels: IntTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        inv_temperature: f32,
+    ) -> FloatTensor<Self>;
+
+    /// Generalised advantage estimation (Schulman et al. 2016, eq. 16) over `[B, T]` rewards,
+    /// values and a 0/1 mask (float32); returns `[2, B, T]`: the advantages, then the returns
+    /// `advantages + values` (both zero where the mask is zero). See [`crate::gae()`] for the
+    /// recursion.
+    fn gae(
+        rewards: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        gamma: f32,
+        lambda: f32,
+    ) -> FloatTensor<Self>;
+}
+
+/// Whether the fused kernels can run on `device` for tensors of `dtype`: the device is a flex
+/// device (with or without autodiff), the `flex` feature of this crate is on, and the dtype is
+/// float32. When this is false the public functions run their default bodies.
+pub fn fused_available(device: &Device, dtype: DType) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        dtype == DType::F32
+            && matches!(
+                device.clone().inner().as_dispatch(),
+                burn::backend::DispatchDevice::Flex(_)
+            )
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (device, dtype);
+        false
+    }
+}
+
+/// Calls [`RlKernels::token_stats`] through the dispatch backend on `[N, V]` logits.
+pub(crate) fn dispatch_token_stats(
+    logits: Tensor<2>,
+    labels: Tensor<1, Int>,
+    inv_temperature: f32,
+) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as RlKernels>::token_stats(
+        logits.into_dispatch(),
+        labels.into_dispatch(),
+        inv_temperature,
+    ))
+}
+
+/// Calls [`RlKernels::gae`] through the dispatch backend.
+pub(crate) fn dispatch_gae(
+    rewards: Tensor<2>,
+    values: Tensor<2>,
+    mask: Tensor<2>,
+    gamma: f32,
+    lambda: f32,
+) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as RlKernels>::gae(
+        rewards.into_dispatch(),
+        values.into_dispatch(),
+        mask.into_dispatch(),
+        gamma,
+        lambda,
+    ))
+}
+
+/// Backward step of [`RlKernels::token_stats`] under autodiff.
+#[derive(Debug)]
+struct TokenStatsBackward;
+
+impl<B: Backend + RlKernels> Backward<B, 1> for TokenStatsBackward {
+    /// logits, labels, the forward statistics, inv_temperature
+    type State = (FloatTensor<B>, IntTensor<B>, FloatTensor<B>, f32);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (logits, labels, stats, inv_temperature) = ops.state;
+        if let Some(node) = parent {
+            let grad_logits = B::token_stats_backward(logits, labels, stats, grad, inv_temperature);
+            grads.register::<B>(node.id, grad_logits);
+        }
+    }
+}
+
+impl<B: Backend + RlKernels, C: CheckpointStrategy> RlKernels for Autodiff<B, C> {
+    fn token_stats(
+        logits: FloatTensor<Self>,
+        labels: IntTensor<Self>,
+        inv_temperature: f32,
+    ) -> FloatTensor<Self> {
+        match TokenStatsBackward
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let x = logits.primitive().clone(); // a handle, not a copy
+                let out = B::token_stats(x.clone(), labels.clone(), inv_temperature);
+                prep.finish((x, labels, out.clone(), inv_temperature), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::token_stats(
+                logits.into_primitive(),
+                labels,
+                inv_temperature,
+            )),
+        }
+    }
+
+    /// Not differentiable again (no double backward): the result is an untracked leaf.
+    fn token_stats_backward(
+        logits: FloatTensor<Self>,
+        labels: IntTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        inv_temperature: f32,
+    ) -> FloatTensor<Self> {
+        <FloatTensor<Self>>::new(B::token_stats_backward(
+            logits.into_primitive(),
+            labels,
+            stats.into_primitive(),
+            grad.into_primitive(),
+            inv_temperature,
+        ))
+    }
+
+    /// GAE is not differentiated (its inputs are constants in PPO): the result is an untracked
+    /// leaf.
+    fn gae(
+        rewards: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        gamma: f32,
+        lambda: f32,
+    ) -> FloatTensor<Self> {
+        <FloatTensor<Self>>::new(B::gae(
+            rewards.into_primitive(),
+            values.into_primitive(),
+            mask.into_primitive(),
+            gamma,
+            lambda,
+        ))
+    }
+}

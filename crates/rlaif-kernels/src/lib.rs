@@ -1,0 +1,93 @@
+//! rlaif-kernels: the tensor ops of preference modelling and PPO, built once, right and fast.
+//!
+//! Every op takes and returns Burn [`Tensor`](burn::prelude::Tensor)s and has a *default body*
+//! written in Burn tensor ops, which runs on every backend and is differentiable by Burn's
+//! autodiff. Where it pays, a fused kernel is provided through the [`RlKernels`] backend
+//! extension: on the flex CPU backend (feature `flex`, the default), [`token_logprobs`] reads
+//! the logits once without materialising the `[B, T, V]` log-softmax and has a custom backward
+//! that recomputes the softmax instead of storing it, and [`gae()`] runs its recursion per row in
+//! parallel. The public functions pick the fused kernel when [`fused_available`] and fall back
+//! to the default body otherwise; the default bodies are public too (`*_default`) for testing
+//! and benchmarking.
+//!
+//! | op | function | source |
+//! |---|---|---|
+//! | token log-probs (+ entropy) | [`token_logprobs`], [`token_logprobs_with_entropy`] | PPO entropy bonus: Schulman et al. 2017, eq. 9 |
+//! | KL estimators k1/k2/k3 | [`kl_estimate`] | Schulman 2020, "Approximating KL divergence" |
+//! | masked mean/var/whiten | [`masked_mean`], [`masked_var`], [`masked_whiten`] | PPO advantage normalisation |
+//! | GAE | [`gae()`], [`rewards_at_eos`] | Schulman et al. 2016, eq. 16 |
+//! | PPO losses | [`ppo_policy_loss`], [`ppo_value_loss`] | Schulman et al. 2017, eq. 7; PPO2 value clipping |
+//! | preference loss | [`bradley_terry_loss`] | Bradley & Terry 1952; Ouyang et al. 2022, eq. 1; Touvron et al. 2023; Eisenstein et al. 2023 |
+//! | sampling | [`top_k_filter`], [`top_p_filter`], [`sample_categorical`] | Fan et al. 2018; Holtzman et al. 2020 |
+//!
+//! ```
+//! use burn::prelude::*;
+//! use rlaif_kernels::{GaeConfig, gae, masked_mean, token_logprobs_with_entropy};
+//!
+//! let device = Device::default().autodiff();
+//! // logits [B=1, T=2, V=3]
+//! let logits = Tensor::<3>::from_floats([[[0.0, 1.0, 2.0], [0.0, 0.0, f32::NEG_INFINITY]]], &device)
+//!     .require_grad();
+//! let labels = Tensor::<2, Int>::from_ints([[2, 1]], &device);
+//! let (logp, entropy) = token_logprobs_with_entropy(logits.clone(), labels, 1.0)?;
+//! let lp: Vec<f32> = logp.clone().try_into_vec_as::<f32>().unwrap();
+//! assert!((lp[1] - 0.5f32.ln()).abs() < 1e-6); // two equally likely tokens, one impossible
+//!
+//! let mask = Tensor::<2>::ones([1, 2], &device);
+//! let loss = masked_mean(-logp - entropy * 0.01, mask.clone())?;
+//! let grads = loss.backward();
+//! assert_eq!(logits.grad(&grads).unwrap().dims(), [1, 2, 3]);
+//!
+//! // GAE with the score at the last real token
+//! let rewards = Tensor::<2>::from_floats([[0.0, 1.0]], &device);
+//! let values = Tensor::<2>::zeros([1, 2], &device);
+//! let out = gae(rewards, values, mask, GaeConfig { gamma: 1.0, lambda: 1.0 })?;
+//! assert_eq!(out.advantages.try_into_vec_as::<f32>().unwrap(), vec![1.0, 1.0]);
+//! # Ok::<(), rlaif_kernels::KernelError>(())
+//! ```
+//!
+//! Conventions: masks are float tensors, nonzero = real token; masked slots are replaced
+//! before any arithmetic so that NaN/inf there never reaches a value or a gradient. Shape
+//! mismatches between arguments are [`KernelError`]s.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod extension;
+#[cfg(feature = "flex")]
+mod flex;
+pub mod gae;
+pub mod kl;
+pub mod logprobs;
+pub mod ppo;
+pub mod preference;
+pub mod sampling;
+pub mod stats;
+
+#[cfg(all(test, feature = "flex"))]
+mod tests;
+
+/// Throughput probes used by `benches/kernels.rs` to state the floors of the fused kernels.
+#[cfg(feature = "flex")]
+pub mod probe {
+    /// `Σ exp(x_i)` with the vectorised exponential of the fused flex kernels, on the best
+    /// instruction set of this CPU (AVX-512, AVX2 + FMA, or the baseline), single-threaded.
+    /// Over an L1-resident slice it measures the exp throughput that bounds
+    /// [`token_logprobs`](crate::token_logprobs) (one exponential per logit).
+    pub fn sum_exp(x: &[f32]) -> f32 {
+        crate::flex::sum_exp(x)
+    }
+}
+
+pub use error::{KernelError, Result};
+pub use extension::{RlKernels, fused_available};
+pub use gae::{GaeConfig, GaeOutput, gae, gae_default, rewards_at_eos};
+pub use kl::{KlEstimator, kl_estimate};
+pub use logprobs::{
+    token_logprobs, token_logprobs_default, token_logprobs_with_entropy,
+    token_logprobs_with_entropy_default,
+};
+pub use ppo::{PolicyLoss, PpoConfig, ValueLoss, ppo_policy_loss, ppo_value_loss};
+pub use preference::{PreferenceConfig, PreferenceLoss, bradley_terry_loss};
+pub use sampling::{sample_categorical, top_k_filter, top_p_filter};
+pub use stats::{WhitenConfig, masked_mean, masked_sum, masked_var, masked_whiten};

@@ -1,0 +1,1023 @@
+//! Tests against independent float64 references written as plain loops, and fused kernels
+//! against the default bodies.
+
+#![allow(clippy::needless_range_loop)] // index loops mirror the formulas
+
+use crate::*;
+use burn::prelude::*;
+use burn::tensor::DType;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const NEG_INF: f32 = f32::NEG_INFINITY;
+
+fn dev() -> Device {
+    Device::flex()
+}
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+fn normal(r: &mut ChaCha8Rng) -> f32 {
+    // Box–Muller
+    let (u1, u2): (f32, f32) = (r.random::<f32>().max(1e-7), r.random());
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+}
+
+fn vec_of<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.try_into_vec_as::<f32>().unwrap()
+}
+
+fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+fn ints<const D: usize>(data: Vec<i64>, shape: [usize; D], device: &Device) -> Tensor<D, Int> {
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+/// Asserts `|a − b| ≤ atol + rtol·|b|` elementwise; equal infinities and NaN-free required.
+fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            !g.is_nan() && !w.is_nan(),
+            "{what}[{i}]: NaN (got {g}, want {w})"
+        );
+        if w.is_infinite() {
+            assert_eq!(g as f64, w, "{what}[{i}]");
+            continue;
+        }
+        let err = (g as f64 - w).abs();
+        assert!(
+            err <= atol + rtol * w.abs(),
+            "{what}[{i}]: got {g}, want {w} (err {err:e})"
+        );
+    }
+}
+
+fn as_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+// ---------------------------------------------------------------- token log-probs -------
+
+/// f64 reference: per row `(lp, entropy, lse, p)` of softmax(z/τ).
+fn ref_row(row: &[f32], label: usize, tau: f64) -> (f64, f64, f64, Vec<f64>) {
+    let z: Vec<f64> = row.iter().map(|&x| x as f64 / tau).collect();
+    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if m == f64::NEG_INFINITY {
+        return (
+            f64::NEG_INFINITY,
+            0.0,
+            f64::NEG_INFINITY,
+            vec![0.0; z.len()],
+        );
+    }
+    let s: f64 = z.iter().map(|&x| (x - m).exp()).sum();
+    let lse = m + s.ln();
+    let p: Vec<f64> = z.iter().map(|&x| (x - lse).exp()).collect();
+    let h: f64 = p
+        .iter()
+        .zip(&z)
+        .map(|(&pj, &zj)| if pj > 0.0 { -pj * (zj - lse) } else { 0.0 })
+        .sum();
+    (z[label] - lse, h, lse, p)
+}
+
+/// f64 reference gradient of Σ_i (w_lp[i]·lp_i + w_h[i]·H_i) with respect to the logits.
+fn ref_grad(
+    x: &[f32],
+    labels: &[usize],
+    v: usize,
+    tau: f64,
+    w_lp: &[f32],
+    w_h: &[f32],
+) -> Vec<f64> {
+    let mut out = vec![0.0; x.len()];
+    for (i, row) in x.chunks(v).enumerate() {
+        let (_, h, lse, p) = ref_row(row, labels[i], tau);
+        if lse == f64::NEG_INFINITY {
+            continue;
+        }
+        let mu = lse - h;
+        for j in 0..v {
+            let zj = row[j] as f64 / tau;
+            let dh = if p[j] > 0.0 { -p[j] * (zj - mu) } else { 0.0 };
+            let onehot = if j == labels[i] { 1.0 } else { 0.0 };
+            out[i * v + j] = (w_lp[i] as f64 * (onehot - p[j]) + w_h[i] as f64 * dh) / tau;
+        }
+    }
+    out
+}
+
+struct LogitCase {
+    b: usize,
+    t: usize,
+    v: usize,
+    x: Vec<f32>,
+    labels: Vec<usize>,
+}
+
+/// Random logits with the edge cases of the issue: extreme ±1e4 rows, `-inf` masked
+/// positions (sometimes under the label), an all-`-inf` row, a max that grows in a late chunk.
+fn logit_case(seed: u64, b: usize, t: usize, v: usize, edge: bool) -> LogitCase {
+    let mut r = rng(seed);
+    let n = b * t;
+    let mut x: Vec<f32> = (0..n * v).map(|_| 3.0 * normal(&mut r)).collect();
+    let mut labels: Vec<usize> = (0..n).map(|_| r.random_range(0..v)).collect();
+    if edge && n >= 4 {
+        // row 0: extreme logits ±1e4
+        for xj in x.iter_mut().take(v) {
+            *xj = if r.random::<bool>() { 1e4 } else { -1e4 } * r.random::<f32>();
+        }
+        // row 1: -inf in about a third of the positions, label on a finite one
+        for j in 0..v {
+            if j % 3 == 1 {
+                x[v + j] = NEG_INF;
+            }
+        }
+        labels[1] = 0;
+        // row 2: all -inf
+        x[2 * v..3 * v].fill(NEG_INF);
+        // row 3: label on a -inf logit, and a large max at the very end
+        x[3 * v + labels[3]] = NEG_INF;
+        if labels[3] != v - 1 {
+            x[4 * v - 1] = 40.0;
+        }
+    }
+    LogitCase { b, t, v, x, labels }
+}
+
+fn case_tensors(c: &LogitCase, device: &Device) -> (Tensor<3>, Tensor<2, Int>) {
+    (
+        tensor(c.x.clone(), [c.b, c.t, c.v], device),
+        ints(
+            c.labels.iter().map(|&l| l as i64).collect(),
+            [c.b, c.t],
+            device,
+        ),
+    )
+}
+
+fn ref_stats(c: &LogitCase, tau: f64) -> (Vec<f64>, Vec<f64>) {
+    c.x.chunks(c.v)
+        .zip(&c.labels)
+        .map(|(row, &l)| {
+            let (lp, h, _, _) = ref_row(row, l, tau);
+            (lp, h)
+        })
+        .unzip()
+}
+
+/// Tolerance scale: f32 rounding of the largest tempered logit.
+fn atol_for(c: &LogitCase, tau: f32) -> f64 {
+    let m =
+        c.x.iter()
+            .filter(|x| x.is_finite())
+            .fold(0f32, |a, &x| a.max(x.abs()));
+    2e-5 + 4e-7 * (m / tau) as f64
+}
+
+const CASES: &[(usize, usize, usize, bool)] = &[
+    (2, 3, 37, true),
+    (1, 1, 5, false),   // length-1 sequence
+    (2, 2, 9000, true), // several chunks per row (CHUNK = 4096)
+    (3, 2, 1, false),   // a vocabulary of one token
+];
+
+#[test]
+fn fused_path_is_taken_on_flex_f32() {
+    use std::sync::atomic::Ordering::Relaxed;
+    assert!(fused_available(&dev(), DType::F32));
+    assert!(fused_available(&dev().autodiff(), DType::F32));
+    assert!(!fused_available(&dev(), DType::BF16));
+    // the counters only grow, so "grew across the call" proves the kernel ran
+    let calls = |i: usize| crate::flex::CALLS[i].load(Relaxed);
+    let (f0, b0, g0) = (calls(0), calls(1), calls(2));
+    let x = Tensor::<3>::ones([1, 2, 3], &dev().autodiff()).require_grad();
+    // labels may live on the autodiff device too (int tensors are never tracked)
+    let lp = token_logprobs(x.clone(), Tensor::zeros([1, 2], &dev().autodiff()), 1.0).unwrap();
+    let _ = x.grad(&lp.sum().backward());
+    let m = Tensor::<2>::ones([1, 2], &dev());
+    let _ = gae(m.clone(), m.clone(), m, GaeConfig::default()).unwrap();
+    assert!(calls(0) > f0 && calls(1) > b0 && calls(2) > g0);
+}
+
+#[test]
+fn token_logprobs_fused_and_default_match_f64_reference() {
+    let device = dev();
+    for (k, &(b, t, v, edge)) in CASES.iter().enumerate() {
+        for tau in [1.0f32, 0.7, 2.5] {
+            let c = logit_case(10 + k as u64, b, t, v, edge);
+            let (logits, labels) = case_tensors(&c, &device);
+            let (want_lp, want_h) = ref_stats(&c, tau as f64);
+            let atol = atol_for(&c, tau);
+            let what = format!("case {k} τ={tau}");
+
+            let lp = token_logprobs(logits.clone(), labels.clone(), tau).unwrap();
+            assert_close(
+                &format!("fused lp {what}"),
+                &vec_of(lp),
+                &want_lp,
+                atol,
+                1e-5,
+            );
+            let (lp, h) = token_logprobs_with_entropy(logits.clone(), labels.clone(), tau).unwrap();
+            assert_close(
+                &format!("fused lp+H {what}"),
+                &vec_of(lp),
+                &want_lp,
+                atol,
+                1e-5,
+            );
+            assert_close(&format!("fused H {what}"), &vec_of(h), &want_h, atol, 1e-4);
+
+            let lp = token_logprobs_default(logits.clone(), labels.clone(), tau).unwrap();
+            assert_close(
+                &format!("default lp {what}"),
+                &vec_of(lp),
+                &want_lp,
+                atol,
+                1e-5,
+            );
+            let (lp, h) = token_logprobs_with_entropy_default(logits, labels, tau).unwrap();
+            assert_close(
+                &format!("default lp+H {what}"),
+                &vec_of(lp),
+                &want_lp,
+                atol,
+                1e-5,
+            );
+            assert_close(
+                &format!("default H {what}"),
+                &vec_of(h),
+                &want_h,
+                atol,
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn token_logprobs_gradients_match_f64_reference_and_default_autodiff() {
+    let ad = dev().autodiff();
+    for (k, &(b, t, v, edge)) in CASES.iter().enumerate() {
+        let tau = if k % 2 == 0 { 0.8f32 } else { 1.0 };
+        let c = logit_case(20 + k as u64, b, t, v, edge);
+        let n = b * t;
+        let mut r = rng(99 + k as u64);
+        let mut w_lp: Vec<f32> = (0..n).map(|_| normal(&mut r)).collect();
+        let w_h: Vec<f32> = (0..n).map(|_| normal(&mut r)).collect();
+        let wl = tensor(w_lp.clone(), [b, t], &ad);
+        let wh = tensor(w_h.clone(), [b, t], &ad);
+        // the loss below masks -inf log-probs, so those rows have no log-prob term
+        let (ref_lp, _) = ref_stats(&c, tau as f64);
+        for (w, lp) in w_lp.iter_mut().zip(&ref_lp) {
+            if lp.is_infinite() {
+                *w = 0.0;
+            }
+        }
+        let want = ref_grad(&c.x, &c.labels, v, tau as f64, &w_lp, &w_h);
+        let (logits, labels) = case_tensors(&c, &dev());
+
+        let grad_of = |fused: bool, entropy: bool| -> Vec<f32> {
+            let x = logits.clone().autodiff().require_grad();
+            let (lp, h) = match (fused, entropy) {
+                (true, true) => {
+                    token_logprobs_with_entropy(x.clone(), labels.clone(), tau).unwrap()
+                }
+                (false, true) => {
+                    token_logprobs_with_entropy_default(x.clone(), labels.clone(), tau).unwrap()
+                }
+                (true, false) => (
+                    token_logprobs(x.clone(), labels.clone(), tau).unwrap(),
+                    Tensor::zeros([b, t], &ad),
+                ),
+                (false, false) => (
+                    token_logprobs_default(x.clone(), labels.clone(), tau).unwrap(),
+                    Tensor::zeros([b, t], &ad),
+                ),
+            };
+            // mask the -inf log-probs (dead rows, impossible labels) as a loss would
+            let lp = lp.clone().mask_fill(lp.detach().is_inf(), 0.0);
+            let loss = (lp * wl.clone() + h * wh.clone()).sum();
+            vec_of(x.grad(&loss.backward()).unwrap())
+        };
+        // f32 rounding of z' = z/τ near |z'| ≈ 1e4 perturbs p = exp(z' − lse) relatively by
+        // about |z'|·2^-24 (both paths): scale the tolerance with the largest logit
+        let atol = 1e-5 + 1e-6 * atol_for(&c, tau) / 2e-5;
+        let rtol = 1e-4 + 2e-7 * atol_for(&c, tau) / 4e-7;
+        let fused = grad_of(true, true);
+        assert_close(&format!("fused grad case {k}"), &fused, &want, atol, rtol);
+        let default = grad_of(false, true);
+        assert_close(
+            &format!("default grad case {k}"),
+            &default,
+            &want,
+            atol,
+            rtol,
+        );
+        assert_close(
+            &format!("fused vs default grad case {k}"),
+            &fused,
+            &as_f64(&default),
+            atol,
+            rtol,
+        );
+
+        // without the entropy term the reference has w_h = 0
+        let want_lp_only = ref_grad(&c.x, &c.labels, v, tau as f64, &w_lp, &vec![0.0; n]);
+        assert_close(
+            &format!("fused lp-only grad case {k}"),
+            &grad_of(true, false),
+            &want_lp_only,
+            atol,
+            rtol,
+        );
+        assert_close(
+            &format!("default lp-only grad case {k}"),
+            &grad_of(false, false),
+            &want_lp_only,
+            atol,
+            rtol,
+        );
+    }
+}
+
+#[test]
+fn token_logprobs_gradient_matches_finite_differences() {
+    // an independent check of the f64 gradient formula used above, on the fused path
+    let ad = dev().autodiff();
+    let c = logit_case(5, 1, 2, 7, false);
+    let tau = 1.3f32;
+    let (logits, labels) = case_tensors(&c, &dev());
+    let x = logits.autodiff().require_grad();
+    let (lp, h) = token_logprobs_with_entropy(x.clone(), labels, tau).unwrap();
+    let w = tensor(vec![0.7, -1.1], [1, 2], &ad);
+    let loss = (lp + h * 0.5) * w;
+    let g = vec_of(x.grad(&loss.sum().backward()).unwrap());
+    let f = |xs: &[f32]| -> f64 {
+        xs.chunks(7)
+            .zip(&c.labels)
+            .zip([0.7, -1.1])
+            .map(|((row, &l), w)| {
+                let (lp, h, _, _) = ref_row(row, l, tau as f64);
+                w * (lp + 0.5 * h)
+            })
+            .sum()
+    };
+    for j in 0..c.x.len() {
+        let (mut up, mut dn) = (c.x.clone(), c.x.clone());
+        up[j] += 1e-2;
+        dn[j] -= 1e-2;
+        let fd = (f(&up) - f(&dn)) / 2e-2;
+        assert!(
+            (g[j] as f64 - fd).abs() < 2e-3,
+            "x[{j}]: autodiff {} vs finite difference {fd}",
+            g[j]
+        );
+    }
+}
+
+#[test]
+fn token_logprobs_rejects_bad_arguments_and_falls_back_for_bf16() {
+    let device = dev();
+    let logits = Tensor::<3>::zeros([2, 3, 4], &device);
+    let labels = Tensor::<2, Int>::zeros([2, 2], &device);
+    assert!(matches!(
+        token_logprobs(logits.clone(), labels, 1.0),
+        Err(KernelError::ShapeMismatch { .. })
+    ));
+    let labels = Tensor::<2, Int>::zeros([2, 3], &device);
+    for tau in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        assert!(matches!(
+            token_logprobs(logits.clone(), labels.clone(), tau),
+            Err(KernelError::InvalidArgument { .. })
+        ));
+    }
+    // empty sequences: empty results on both paths, forward and backward
+    let x = Tensor::<3>::zeros([2, 0, 4], &device.clone().autodiff()).require_grad();
+    let y = Tensor::<2, Int>::zeros([2, 0], &device);
+    let (lp, h) = token_logprobs_with_entropy(x.clone(), y.clone(), 1.0).unwrap();
+    assert_eq!((lp.dims(), h.dims()), ([2, 0], [2, 0]));
+    let g = x.grad(&(lp.sum() + h.sum()).backward()).unwrap();
+    assert_eq!(g.dims(), [2, 0, 4]);
+    assert_eq!(
+        token_logprobs_default(x.clone(), y, 1.0).unwrap().dims(),
+        [2, 0]
+    );
+    // a NaN logit makes its row NaN on both paths (and leaves the other rows alone)
+    let mut x = vec![0.5f32; 2 * 5];
+    x[7] = f32::NAN;
+    let nan_logits = tensor(x, [1, 2, 5], &device);
+    let y = ints(vec![1, 2], [1, 2], &device);
+    for lp in [
+        token_logprobs(nan_logits.clone(), y.clone(), 1.0).unwrap(),
+        token_logprobs_default(nan_logits, y, 1.0).unwrap(),
+    ] {
+        let lp = vec_of(lp);
+        assert!(
+            (lp[0] as f64 - (0.2f64).ln()).abs() < 1e-6 && lp[1].is_nan(),
+            "{lp:?}"
+        );
+    }
+    // bf16 logits: not fused, the default body runs
+    let c = logit_case(3, 1, 2, 6, false);
+    let (logits, labels) = case_tensors(&c, &device);
+    let lp = token_logprobs(logits.cast(burn::tensor::FloatDType::BF16), labels, 1.0).unwrap();
+    let (want, _) = ref_stats(&c, 1.0);
+    assert_close("bf16 lp", &vec_of(lp), &want, 0.1, 0.02);
+}
+
+// ---------------------------------------------------------------- KL ---------------------
+
+#[test]
+fn kl_estimators_match_formulas() {
+    let device = dev();
+    let mut r = rng(7);
+    let logp: Vec<f32> = (0..12).map(|_| -r.random::<f32>() * 3.0).collect();
+    let ref_logp: Vec<f32> = (0..12).map(|_| -r.random::<f32>() * 3.0).collect();
+    let (a, b) = (
+        tensor(logp.clone(), [3, 4], &device),
+        tensor(ref_logp.clone(), [3, 4], &device),
+    );
+    let lr: Vec<f64> = logp
+        .iter()
+        .zip(&ref_logp)
+        .map(|(&p, &q)| q as f64 - p as f64)
+        .collect();
+    let k1: Vec<f64> = lr.iter().map(|&l| -l).collect();
+    let k2: Vec<f64> = lr.iter().map(|&l| 0.5 * l * l).collect();
+    let k3: Vec<f64> = lr.iter().map(|&l| l.exp() - 1.0 - l).collect();
+    for (est, want) in [
+        (KlEstimator::K1, k1),
+        (KlEstimator::K2, k2),
+        (KlEstimator::K3, k3.clone()),
+    ] {
+        let got = vec_of(kl_estimate(a.clone(), b.clone(), est).unwrap());
+        assert_close(&format!("{est:?}"), &got, &want, 1e-6, 1e-5);
+    }
+    assert!(k3.iter().all(|&k| k >= 0.0));
+    assert!(matches!(
+        kl_estimate(a, Tensor::<2>::zeros([4, 3], &device), KlEstimator::K1),
+        Err(KernelError::ShapeMismatch { .. })
+    ));
+}
+
+// ---------------------------------------------------------------- masked stats -----------
+
+fn ref_masked(x: &[f32], m: &[f32]) -> (f64, f64, f64) {
+    let real: Vec<f64> = x
+        .iter()
+        .zip(m)
+        .filter(|(_, m)| **m != 0.0)
+        .map(|(&x, _)| x as f64)
+        .collect();
+    let n = real.len() as f64;
+    let mean = if n > 0.0 {
+        real.iter().sum::<f64>() / n
+    } else {
+        0.0
+    };
+    let ss: f64 = real.iter().map(|x| (x - mean).powi(2)).sum();
+    let unbiased = if n > 1.0 { ss / (n - 1.0) } else { 0.0 };
+    let biased = if n > 0.0 { ss / n } else { 0.0 };
+    (mean, unbiased, biased)
+}
+
+#[test]
+fn masked_statistics_match_reference_and_ignore_nan_in_masked_slots() {
+    let ad = dev().autodiff();
+    let mut r = rng(11);
+    let (b, t) = (4, 9);
+    let mut x: Vec<f32> = (0..b * t).map(|_| 2.0 + normal(&mut r)).collect();
+    let m: Vec<f32> = (0..b * t)
+        .map(|i| if i % t < 3 + i / t { 1.0 } else { 0.0 })
+        .collect();
+    for i in 0..b * t {
+        if m[i] == 0.0 && i % 2 == 0 {
+            x[i] = f32::NAN;
+        } else if m[i] == 0.0 {
+            x[i] = f32::INFINITY;
+        }
+    }
+    let (mean, var_u, var_b) = ref_masked(&x, &m);
+    let xt = tensor(x.clone(), [b, t], &ad).require_grad();
+    let mt = tensor(m.clone(), [b, t], &ad);
+    assert_close(
+        "mean",
+        &vec_of(masked_mean(xt.clone(), mt.clone()).unwrap()),
+        &[mean],
+        1e-5,
+        1e-5,
+    );
+    let sum: f64 = x
+        .iter()
+        .zip(&m)
+        .filter(|(_, m)| **m != 0.0)
+        .map(|(&x, _)| x as f64)
+        .sum();
+    assert_close(
+        "sum",
+        &vec_of(masked_sum(xt.clone(), mt.clone()).unwrap()),
+        &[sum],
+        1e-4,
+        1e-5,
+    );
+    assert_close(
+        "var",
+        &vec_of(masked_var(xt.clone(), mt.clone(), true).unwrap()),
+        &[var_u],
+        1e-5,
+        1e-4,
+    );
+    assert_close(
+        "var biased",
+        &vec_of(masked_var(xt.clone(), mt.clone(), false).unwrap()),
+        &[var_b],
+        1e-5,
+        1e-4,
+    );
+    for shift_mean in [true, false] {
+        let cfg = WhitenConfig {
+            shift_mean,
+            ..Default::default()
+        };
+        let w = masked_whiten(xt.clone(), mt.clone(), cfg).unwrap();
+        let want: Vec<f64> = x
+            .iter()
+            .zip(&m)
+            .map(|(&x, &m)| {
+                if m == 0.0 {
+                    0.0
+                } else {
+                    (x as f64 - mean) / (var_u + 1e-8).sqrt() + if shift_mean { 0.0 } else { mean }
+                }
+            })
+            .collect();
+        assert_close("whiten", &vec_of(w.clone()), &want, 1e-5, 1e-4);
+        // the gradient is finite everywhere and zero in masked slots
+        let g = vec_of(
+            xt.grad(
+                &(w * tensor(x.iter().map(|_| normal(&mut r)).collect(), [b, t], &ad))
+                    .sum()
+                    .backward(),
+            )
+            .unwrap(),
+        );
+        for (i, g) in g.iter().enumerate() {
+            assert!(g.is_finite(), "whiten grad[{i}] = {g}");
+            if m[i] == 0.0 {
+                assert_eq!(*g, 0.0);
+            }
+        }
+    }
+    // all masked: 0, not NaN
+    let zero = Tensor::<2>::zeros([b, t], &ad);
+    assert_eq!(
+        vec_of(masked_mean(xt.clone(), zero.clone()).unwrap()),
+        vec![0.0]
+    );
+    assert_eq!(
+        vec_of(masked_var(xt.clone(), zero.clone(), true).unwrap()),
+        vec![0.0]
+    );
+    assert!(
+        vec_of(masked_whiten(xt, zero, WhitenConfig::default()).unwrap())
+            .iter()
+            .all(|&v| v == 0.0)
+    );
+}
+
+// ---------------------------------------------------------------- GAE ---------------------
+
+fn ref_gae(
+    r: &[f32],
+    v: &[f32],
+    m: &[f32],
+    t: usize,
+    gamma: f64,
+    lambda: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut adv = vec![0.0; r.len()];
+    let mut ret = vec![0.0; r.len()];
+    for b in 0..r.len() / t {
+        for i in 0..t {
+            let k = b * t + i;
+            if m[k] == 0.0 {
+                continue;
+            }
+            // Â_i = Σ_l (γλ)^l δ_{i+l} over the run of real tokens starting at i
+            let mut a = 0.0;
+            let mut w = 1.0;
+            let mut j = i;
+            while j < t && m[b * t + j] != 0.0 {
+                let next_v = if j + 1 < t && m[b * t + j + 1] != 0.0 {
+                    v[b * t + j + 1] as f64
+                } else {
+                    0.0
+                };
+                let delta = r[b * t + j] as f64 + gamma * next_v - v[b * t + j] as f64;
+                a += w * delta;
+                w *= gamma * lambda;
+                j += 1;
+            }
+            adv[k] = a;
+            ret[k] = a + v[k] as f64;
+        }
+    }
+    (adv, ret)
+}
+
+#[test]
+fn gae_fused_and_default_match_f64_reference() {
+    let device = dev();
+    for (k, &(b, t)) in [(5usize, 13usize), (3, 1), (2, 40), (130, 512)]
+        .iter()
+        .enumerate()
+    {
+        let mut rg = rng(30 + k as u64);
+        let r: Vec<f32> = (0..b * t).map(|_| normal(&mut rg)).collect();
+        let v: Vec<f32> = (0..b * t).map(|_| normal(&mut rg)).collect();
+        // row 0 all real, row 1 all masked, other rows: real prefix then padding (NaN there)
+        let mut m = vec![0f32; b * t];
+        let (mut r, mut v) = (r, v);
+        for row in 0..b {
+            let len = match row {
+                0 => t,
+                1 => 0,
+                _ => rg.random_range(1..=t),
+            };
+            for i in 0..t {
+                if i < len {
+                    m[row * t + i] = 1.0;
+                } else {
+                    r[row * t + i] = f32::NAN;
+                    v[row * t + i] = f32::INFINITY;
+                }
+            }
+        }
+        if t > 4 {
+            m[2] = 0.0; // a hole inside row 0: an episode boundary
+        }
+        // (130, 512) has B·T ≥ 2^16: the fused kernel's parallel branch
+        for (gamma, lambda) in [(1.0f32, 0.95f32), (0.9, 0.8), (0.99, 1.0)] {
+            let (want_adv, want_ret) = ref_gae(&r, &v, &m, t, gamma as f64, lambda as f64);
+            let cfg = GaeConfig { gamma, lambda };
+            let (rt, vt, mt) = (
+                tensor(r.clone(), [b, t], &device),
+                tensor(v.clone(), [b, t], &device),
+                tensor(m.clone(), [b, t], &device),
+            );
+            let fused = gae(rt.clone(), vt.clone(), mt.clone(), cfg).unwrap();
+            let default = gae_default(rt, vt, mt, cfg).unwrap();
+            for (name, out) in [("fused", fused), ("default", default)] {
+                assert_close(
+                    &format!("{name} adv {k} γ={gamma}"),
+                    &vec_of(out.advantages),
+                    &want_adv,
+                    1e-5,
+                    1e-5,
+                );
+                assert_close(
+                    &format!("{name} ret {k} γ={gamma}"),
+                    &vec_of(out.returns),
+                    &want_ret,
+                    1e-5,
+                    1e-5,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gae_on_autodiff_tensors_is_untracked_and_checks_shapes() {
+    let ad = dev().autodiff();
+    let v = Tensor::<2>::ones([2, 3], &ad).require_grad();
+    let out = gae(
+        Tensor::ones([2, 3], &ad),
+        v.clone(),
+        Tensor::ones([2, 3], &ad),
+        GaeConfig::default(),
+    )
+    .unwrap();
+    assert!(!out.advantages.is_tracked());
+    assert!(matches!(
+        gae(
+            Tensor::ones([2, 3], &ad),
+            v,
+            Tensor::ones([3, 2], &ad),
+            GaeConfig::default()
+        ),
+        Err(KernelError::ShapeMismatch { .. })
+    ));
+}
+
+#[test]
+fn gae_accepts_empty_batches_and_sequences() {
+    for dims in [[2usize, 0usize], [0, 3]] {
+        let z = Tensor::<2>::zeros(dims, &dev());
+        let out = gae(z.clone(), z.clone(), z.clone(), GaeConfig::default()).unwrap();
+        assert_eq!((out.advantages.dims(), out.returns.dims()), (dims, dims));
+    }
+}
+
+#[test]
+fn rewards_at_eos_places_scores_on_last_real_token() {
+    let device = dev();
+    let mask = tensor(
+        vec![
+            1., 1., 1., 0., 0., /**/ 1., 1., 1., 1., 1., /**/ 0., 0., 0., 0., 0.,
+        ],
+        [3, 5],
+        &device,
+    );
+    let scores = tensor(vec![2.0, -1.0, f32::NAN], [3], &device);
+    let kl = tensor(vec![0.1; 15], [3, 5], &device);
+    let got = vec_of(rewards_at_eos(scores.clone(), mask.clone(), None).unwrap());
+    let want = [0., 0., 2., 0., 0., 0., 0., 0., 0., -1., 0., 0., 0., 0., 0.];
+    assert_close("eos", &got, &as_f64(&want), 0.0, 0.0);
+    let got = vec_of(rewards_at_eos(scores, mask, Some(kl)).unwrap());
+    let want = [
+        0.1, 0.1, 2.1, 0., 0., 0.1, 0.1, 0.1, 0.1, -0.9, 0., 0., 0., 0., 0.,
+    ];
+    assert_close("eos + per-token", &got, &as_f64(&want), 1e-6, 0.0);
+}
+
+// ---------------------------------------------------------------- PPO ---------------------
+
+#[test]
+fn ppo_losses_match_reference_and_are_nan_safe() {
+    let ad = dev().autodiff();
+    let mut rg = rng(41);
+    let (b, t) = (3, 7);
+    let n = b * t;
+    let mut logp: Vec<f32> = (0..n).map(|_| -1.0 + 0.3 * normal(&mut rg)).collect();
+    let old: Vec<f32> = logp.iter().map(|&l| l + 0.3 * normal(&mut rg)).collect();
+    let adv: Vec<f32> = (0..n).map(|_| normal(&mut rg)).collect();
+    let m: Vec<f32> = (0..n)
+        .map(|i| if i % t < 2 + 2 * (i / t) { 1.0 } else { 0.0 })
+        .collect();
+    for i in 0..n {
+        if m[i] == 0.0 {
+            logp[i] = NEG_INF; // padding log-probs are -inf: must not poison anything
+        }
+    }
+    let eps = 0.2f64;
+    let (mut loss, mut kl, mut clip, mut ratio_sum, mut cnt) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for i in 0..n {
+        if m[i] == 0.0 {
+            continue;
+        }
+        let lr = logp[i] as f64 - old[i] as f64;
+        let ratio = lr.exp();
+        let a = adv[i] as f64;
+        loss += (-a * ratio).max(-a * ratio.clamp(1.0 - eps, 1.0 + eps));
+        kl += ratio - 1.0 - lr;
+        clip += if (ratio - 1.0).abs() > eps { 1.0 } else { 0.0 };
+        ratio_sum += ratio;
+        cnt += 1.0;
+    }
+    let lp_t = tensor(logp.clone(), [b, t], &ad).require_grad();
+    let mask = tensor(m.clone(), [b, t], &ad);
+    let out = ppo_policy_loss(
+        lp_t.clone(),
+        tensor(old.clone(), [b, t], &ad),
+        tensor(adv.clone(), [b, t], &ad),
+        mask.clone(),
+        PpoConfig::default(),
+    )
+    .unwrap();
+    assert_close(
+        "policy loss",
+        &vec_of(out.loss.clone()),
+        &[loss / cnt],
+        1e-5,
+        1e-5,
+    );
+    assert_close("approx kl", &vec_of(out.approx_kl), &[kl / cnt], 1e-6, 1e-4);
+    assert_close(
+        "clip frac",
+        &vec_of(out.clip_fraction),
+        &[clip / cnt],
+        1e-6,
+        0.0,
+    );
+    assert_close(
+        "ratio mean",
+        &vec_of(out.ratio_mean),
+        &[ratio_sum / cnt],
+        1e-6,
+        1e-5,
+    );
+    assert!(clip > 0.0 && clip < cnt, "the case exercises both branches");
+    let g = vec_of(lp_t.grad(&out.loss.backward()).unwrap());
+    for i in 0..n {
+        assert!(g[i].is_finite());
+        let lr = logp[i] as f64 - old[i] as f64;
+        let (ratio, a) = (lr.exp(), adv[i] as f64);
+        // d/dlogp of max(−aρ, −a·clip(ρ)): −aρ unless the clipped branch is active and flat
+        let want = if m[i] == 0.0 {
+            0.0
+        } else if (-a * ratio) >= (-a * ratio.clamp(1.0 - eps, 1.0 + eps)) {
+            -a * ratio / cnt
+        } else {
+            0.0
+        };
+        assert!(
+            (g[i] as f64 - want).abs() < 1e-5,
+            "policy grad[{i}]: {} vs {want}",
+            g[i]
+        );
+    }
+
+    // value loss
+    let vals: Vec<f32> = (0..n).map(|_| normal(&mut rg)).collect();
+    let old_v: Vec<f32> = vals.iter().map(|&v| v + 0.3 * normal(&mut rg)).collect();
+    let mut ret: Vec<f32> = (0..n).map(|_| normal(&mut rg)).collect();
+    for i in 0..n {
+        if m[i] == 0.0 {
+            ret[i] = f32::NAN;
+        }
+    }
+    let (mut vl, mut vclip) = (0.0, 0.0);
+    for i in 0..n {
+        if m[i] == 0.0 {
+            continue;
+        }
+        let (v, vo, r) = (vals[i] as f64, old_v[i] as f64, ret[i] as f64);
+        let vc = vo + (v - vo).clamp(-eps, eps);
+        vl += (v - r).powi(2).max((vc - r).powi(2));
+        vclip += if (v - vo).abs() > eps { 1.0 } else { 0.0 };
+    }
+    let v_t = tensor(vals, [b, t], &ad).require_grad();
+    let out = ppo_value_loss(
+        v_t.clone(),
+        tensor(old_v, [b, t], &ad),
+        tensor(ret, [b, t], &ad),
+        mask,
+        PpoConfig::default(),
+    )
+    .unwrap();
+    assert_close(
+        "value loss",
+        &vec_of(out.loss.clone()),
+        &[0.5 * vl / cnt],
+        1e-5,
+        1e-5,
+    );
+    assert_close(
+        "value clip frac",
+        &vec_of(out.clip_fraction),
+        &[vclip / cnt],
+        1e-6,
+        0.0,
+    );
+    assert!(
+        vec_of(v_t.grad(&out.loss.backward()).unwrap())
+            .iter()
+            .all(|g| g.is_finite())
+    );
+}
+
+// ---------------------------------------------------------------- preference -------------
+
+#[test]
+fn bradley_terry_matches_reference() {
+    let ad = dev().autodiff();
+    let mut rg = rng(51);
+    let n = 16;
+    let ra: Vec<f32> = (0..n).map(|_| 2.0 * normal(&mut rg)).collect();
+    let rb: Vec<f32> = (0..n).map(|_| 2.0 * normal(&mut rg)).collect();
+    let mut p: Vec<f32> = (0..n).map(|_| rg.random::<f32>()).collect();
+    p[0] = 1.0;
+    p[1] = 0.0;
+    p[2] = 0.5;
+    let log_sig = |x: f64| -(1.0 + (-x).exp()).ln();
+    for cfg in [
+        PreferenceConfig::default(),
+        PreferenceConfig {
+            margin: 0.5,
+            center_coef: 0.01,
+        },
+    ] {
+        let (m, eta) = (cfg.margin as f64, cfg.center_coef as f64);
+        let mut want = 0.0;
+        let mut center = 0.0;
+        for i in 0..n {
+            let d = ra[i] as f64 - rb[i] as f64;
+            let pi = p[i] as f64;
+            want += -(pi * log_sig(d - m) + (1.0 - pi) * log_sig(-d - m));
+            center += (ra[i] as f64 + rb[i] as f64).powi(2);
+        }
+        let want = want / n as f64 + eta * center / n as f64;
+        let a = tensor(ra.clone(), [n], &ad).require_grad();
+        let out = bradley_terry_loss(
+            a.clone(),
+            tensor(rb.clone(), [n], &ad),
+            tensor(p.clone(), [n], &ad),
+            cfg,
+        )
+        .unwrap();
+        assert_close("bt loss", &vec_of(out.loss.clone()), &[want], 1e-5, 1e-5);
+        // gradient in r_a: (σ(d−m) − p)·… analytic for margin 0, checked against the formula
+        let g = vec_of(a.grad(&out.loss.backward()).unwrap());
+        for i in 0..n {
+            let d = ra[i] as f64 - rb[i] as f64;
+            let pi = p[i] as f64;
+            let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+            let dl = -(pi * (1.0 - sig(d - m)) - (1.0 - pi) * (1.0 - sig(-d - m)));
+            let want_g = (dl + eta * 2.0 * (ra[i] as f64 + rb[i] as f64)) / n as f64;
+            assert!((g[i] as f64 - want_g).abs() < 1e-5, "bt grad[{i}]");
+        }
+        let decided: Vec<usize> = (0..n).filter(|&i| p[i] != 0.5).collect();
+        let agree = decided
+            .iter()
+            .filter(|&&i| (ra[i] > rb[i] && p[i] > 0.5) || (ra[i] < rb[i] && p[i] < 0.5))
+            .count();
+        assert_close(
+            "accuracy",
+            &vec_of(out.accuracy),
+            &[agree as f64 / decided.len() as f64],
+            1e-6,
+            0.0,
+        );
+    }
+}
+
+// ---------------------------------------------------------------- sampling ---------------
+
+#[test]
+fn top_k_and_top_p_match_reference() {
+    let device = dev();
+    let mut rg = rng(61);
+    let (b, v) = (4, 10);
+    let x: Vec<f32> = (0..b * v).map(|_| 2.0 * normal(&mut rg)).collect();
+    let logits = tensor(x.clone(), [b, v], &device);
+    for k in [1usize, 3, 10] {
+        let got = vec_of(top_k_filter(logits.clone(), k).unwrap());
+        for (row, grow) in x.chunks(v).zip(got.chunks(v)) {
+            let mut s = row.to_vec();
+            s.sort_by(|a, b| b.partial_cmp(a).unwrap());
+            let kth = s[k - 1];
+            for (&z, &g) in row.iter().zip(grow) {
+                assert_eq!(g, if z >= kth { z } else { NEG_INF });
+            }
+        }
+    }
+    for top_p in [0.05f32, 0.5, 0.9, 1.0] {
+        let got = vec_of(top_p_filter(logits.clone(), top_p).unwrap());
+        for (row, grow) in x.chunks(v).zip(got.chunks(v)) {
+            let mx = row.iter().copied().fold(NEG_INF, f32::max) as f64;
+            let z: f64 = row.iter().map(|&r| (r as f64 - mx).exp()).sum();
+            let p: Vec<f64> = row.iter().map(|&r| (r as f64 - mx).exp() / z).collect();
+            for (j, (&r, &g)) in row.iter().zip(grow).enumerate() {
+                let before: f64 = (0..v).filter(|&i| p[i] > p[j]).map(|i| p[i]).sum();
+                let keep = top_p >= 1.0 || before <= top_p as f64;
+                assert_eq!(g, if keep { r } else { NEG_INF }, "top_p {top_p} token {j}");
+            }
+            assert!(grow.iter().any(|g| g.is_finite()));
+        }
+    }
+    assert!(top_k_filter(logits.clone(), 0).is_err());
+    assert!(top_p_filter(logits, 0.0).is_err());
+}
+
+#[test]
+fn categorical_sampling_is_seeded_and_follows_the_distribution() {
+    let device = dev();
+    let rows = 20_000;
+    let probs = [0.1f32, 0.0, 0.6, 0.3];
+    let row: Vec<f32> = probs
+        .iter()
+        .map(|&p| if p > 0.0 { p.ln() } else { NEG_INF })
+        .collect();
+    let logits = tensor(row.repeat(rows), [rows, 4], &device);
+    let a: Vec<i64> = sample_categorical(logits.clone(), 42)
+        .unwrap()
+        .try_into_vec_as::<i64>()
+        .unwrap();
+    let b: Vec<i64> = sample_categorical(logits.clone(), 42)
+        .unwrap()
+        .try_into_vec_as::<i64>()
+        .unwrap();
+    let c: Vec<i64> = sample_categorical(logits, 43)
+        .unwrap()
+        .try_into_vec_as::<i64>()
+        .unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    for (tok, &p) in probs.iter().enumerate() {
+        let freq = a.iter().filter(|&&x| x == tok as i64).count() as f64 / rows as f64;
+        // 5 standard deviations of a binomial proportion
+        let sd = (p as f64 * (1.0 - p as f64) / rows as f64).sqrt();
+        assert!(
+            (freq - p as f64).abs() <= 5.0 * sd + 1e-12,
+            "token {tok}: {freq} vs {p}"
+        );
+    }
+}
