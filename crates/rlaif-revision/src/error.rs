@@ -1,0 +1,93 @@
+//! The error type of this crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum RevisionError {
+    /// A file could not be read, written or truncated.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of a prompt file is not valid JSON, or not a JSON object.
+    #[error("{}:{line}: {message}", file.display())]
+    PromptSyntax {
+        /// The prompt file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A field of a prompt record is missing, unknown, of the wrong type or empty.
+    #[error("{}:{line}: field `{field}`: {message}", file.display())]
+    PromptField {
+        /// The prompt file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The field name.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Two prompt records share an id.
+    #[error("{}:{line}: field `id`: duplicate id `{id}` (first used on line {first_line})", file.display())]
+    DuplicateId {
+        /// The prompt file.
+        file: PathBuf,
+        /// 1-based line of the second use.
+        line: usize,
+        /// The repeated id.
+        id: String,
+        /// 1-based line of the first use.
+        first_line: usize,
+    },
+    /// A complete line of an existing output file is not a record of this crate (only an
+    /// unterminated last line, left by a crash, is tolerated and removed).
+    #[error("{}:{line}: not a revision record: {message}", file.display())]
+    CorruptOutput {
+        /// The output file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The configuration is invalid (zero rounds, zero batch size, bad sampling range...).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The generator failed.
+    #[error("generator: {0}")]
+    Generator(#[from] rlaif_core::Error),
+    /// The generator returned a different number of completions than prompts.
+    #[error("generator returned {got} completions for {expected} prompts")]
+    CompletionCount {
+        /// Prompts sent.
+        expected: usize,
+        /// Completions received.
+        got: usize,
+    },
+    /// The constitution or the principle sampler failed (no principles, more rounds
+    /// without replacement than principles...).
+    #[error("constitution: {0}")]
+    Constitution(#[from] rlaif_constitution::ConstitutionError),
+    /// Serialising a record failed.
+    #[error("serialising a record: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// `Result` with [`RevisionError`].
+pub type Result<T, E = RevisionError> = std::result::Result<T, E>;
+
+pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> RevisionError + '_ {
+    move |source| RevisionError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}

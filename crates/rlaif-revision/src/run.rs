@@ -1,0 +1,549 @@
+//! The critique → revision loop.
+//!
+//! Prompts are processed in fixed chunks of the prompt set: prompt `i` belongs to chunk
+//! `i / batch_size`. For each chunk with at least one unfinished prompt:
+//!
+//! 1. the initial responses are generated (one generator call for the chunk);
+//! 2. for each round, every prompt gets the principle of its draw (stream `i` of the
+//!    principle sampler, `i` the prompt's index in the set), then one call generates the
+//!    critiques and one the revisions;
+//! 3. the records of the chunk's unfinished prompts are appended and flushed; prompts
+//!    whose output stayed degenerate are appended to the dropped file instead.
+//!
+//! After each call, degenerate outputs (see [`crate::degenerate`]) are handled by the
+//! [`DegeneratePolicy`](crate::DegeneratePolicy): regenerated (only those prompts, in one call per attempt) or
+//! dropped; a dropped prompt takes no part in the later stages.
+//!
+//! # Determinism
+//!
+//! Each call's `SamplingParams::seed` is derived from (config seed, chunk, stage, round,
+//! attempt), and the generator gives prompt `k` of a call its own stream `k`. A chunk is
+//! always generated whole (finished prompts of a partially finished chunk are generated
+//! again and not written), so with a deterministic generator the records depend only on
+//! the prompt set, the constitution and the configuration (seed, batch size, ...): an
+//! interrupted and resumed run writes the same records as an uninterrupted one, in the
+//! same order. Changing `batch_size` changes the chunks, so the texts (not the principle
+//! draws, which depend only on the seed and the prompt index).
+//!
+//! # Interruption
+//!
+//! Records are written a chunk at a time; a crash or Ctrl-C (this crate installs no
+//! handler: the process just ends) loses the chunk in flight, at most `batch_size`
+//! prompts. With [`run_revision_until`], a handler that sets the stop flag makes the run
+//! finish and write the chunk in flight, then return. Rerunning
+//! on the same output skips the prompts already in it (and those in the dropped file).
+
+use crate::config::RevisionConfig;
+use crate::degenerate::{DegenerateKind, detect};
+use crate::error::{Result, RevisionError};
+use crate::prompts_io::PromptRecord;
+use crate::record::{DegenerateEvent, DroppedRecord, RevisionRecord, RoundRecord, SftPair, Stage};
+use crate::writer::{JsonlWriter, dropped_path};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rlaif_constitution::{
+    Constitution, CritiqueChain, CritiquePrinciple, CritiqueRound, PrincipleSampler, PromptFormat,
+};
+use rlaif_core::{Conversation, Generator, Prompt};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Degenerate outputs seen, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DegenerateCounts {
+    /// Empty outputs.
+    pub empty: usize,
+    /// Echoes of the request or prompt.
+    pub echo: usize,
+    /// Runaway repetitions.
+    pub repetition: usize,
+}
+
+impl DegenerateCounts {
+    fn add(&mut self, kind: DegenerateKind) {
+        match kind {
+            DegenerateKind::Empty => self.empty += 1,
+            DegenerateKind::Echo => self.echo += 1,
+            DegenerateKind::Repetition => self.repetition += 1,
+        }
+    }
+
+    /// All kinds together.
+    pub fn total(&self) -> usize {
+        self.empty + self.echo + self.repetition
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Prompts considered (the set, cut to the limit).
+    pub total: usize,
+    /// Prompts skipped because the output (or the dropped file) already had them.
+    pub skipped: usize,
+    /// Records written by this run.
+    pub done: usize,
+    /// Prompts dropped by this run (their output stayed degenerate).
+    pub dropped: usize,
+    /// Outputs generated again because the previous attempt was degenerate.
+    pub retried: usize,
+    /// Degenerate outputs seen (including those of prompts whose record is not written
+    /// because another prompt of their chunk was unfinished).
+    pub degenerate: DegenerateCounts,
+    /// Generator calls made.
+    pub generator_calls: usize,
+    /// New tokens generated (the lengths of `Completion::token_ids`).
+    pub tokens: usize,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Whether the run was stopped early by the `stop` flag of [`run_revision_until`].
+    pub stopped: bool,
+}
+
+impl std::fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "{} prompts: {} done, {} skipped (already finished), {} dropped; {} retried; \
+             degenerate outputs: {} empty, {} echo, {} repetition; {} tokens in {} calls, \
+             {:.1} s ({:.1} tokens/s){}",
+            self.total,
+            self.done,
+            self.skipped,
+            self.dropped,
+            self.retried,
+            self.degenerate.empty,
+            self.degenerate.echo,
+            self.degenerate.repetition,
+            self.tokens,
+            self.generator_calls,
+            secs,
+            if secs > 0.0 {
+                self.tokens as f64 / secs
+            } else {
+                0.0
+            },
+            if self.stopped { "; stopped early" } else { "" },
+        )
+    }
+}
+
+/// Runs the critique → revision loop over `prompts` with `generator`, appending records
+/// to `output` (and dropped prompts to [`dropped_path`]`(output)`), skipping the prompts
+/// already there. See the [module docs](self) for the procedure and its guarantees.
+pub fn run_revision<G: Generator + ?Sized>(
+    generator: &G,
+    constitution: &Constitution,
+    prompts: &[PromptRecord],
+    config: &RevisionConfig,
+    output: &Path,
+) -> Result<RunSummary> {
+    run_revision_until(
+        generator,
+        constitution,
+        prompts,
+        config,
+        output,
+        &AtomicBool::new(false),
+    )
+}
+
+/// [`run_revision`] that stops cleanly, before starting the next batch, once `stop` is
+/// set (e.g. by a Ctrl-C handler): the batch in flight is finished and written, and the
+/// summary has `stopped: true`. A rerun continues where it stopped.
+pub fn run_revision_until<G: Generator + ?Sized>(
+    generator: &G,
+    constitution: &Constitution,
+    prompts: &[PromptRecord],
+    config: &RevisionConfig,
+    output: &Path,
+    stop: &AtomicBool,
+) -> Result<RunSummary> {
+    config.validate()?;
+    let start = Instant::now();
+    let prompts = &prompts[..config.limit.unwrap_or(usize::MAX).min(prompts.len())];
+    let sampler = PrincipleSampler::for_critiques(constitution, config.seed)?;
+    let (mut out, done_ids) = JsonlWriter::open(output)?;
+    let (mut dropped_out, dropped_ids) = JsonlWriter::open(dropped_path(output))?;
+    let finished: HashSet<&str> = done_ids
+        .iter()
+        .chain(&dropped_ids)
+        .map(String::as_str)
+        .collect();
+    let pending = prompts
+        .iter()
+        .filter(|p| !finished.contains(p.id.as_str()))
+        .count();
+    let mut r = Runner {
+        generator,
+        config,
+        summary: RunSummary {
+            total: prompts.len(),
+            skipped: prompts.len() - pending,
+            ..RunSummary::default()
+        },
+        bar: progress_bar(pending as u64, config.progress),
+        start,
+    };
+    for (chunk, items) in prompts.chunks(config.batch_size).enumerate() {
+        if items.iter().all(|p| finished.contains(p.id.as_str())) {
+            continue;
+        }
+        if stop.load(Ordering::SeqCst) {
+            r.summary.stopped = true;
+            break;
+        }
+        let first = chunk * config.batch_size;
+        let mut states = Vec::with_capacity(items.len());
+        for (k, rec) in items.iter().enumerate() {
+            let index = first + k;
+            let mut principles = Vec::with_capacity(config.rounds);
+            for draw in sampler.draw_chain(index, config.rounds, config.replacement)? {
+                principles.push(constitution.principle(&draw.principle_id).ok_or_else(|| {
+                    RevisionError::Config(format!(
+                        "principle `{}` drawn but not in the constitution",
+                        draw.principle_id
+                    ))
+                })?);
+            }
+            states.push(ChainState {
+                rec,
+                index,
+                principles,
+                conversation: Conversation::new(),
+                rounds: Vec::new(),
+                initial: String::new(),
+                events: Vec::new(),
+                dropped_at: None,
+            });
+        }
+        r.process_chunk(chunk, constitution, &mut states)?;
+        let mut written = 0;
+        for s in &states {
+            if finished.contains(s.rec.id.as_str()) {
+                continue;
+            }
+            written += 1;
+            match s.dropped_at {
+                Some((stage, round)) => {
+                    dropped_out.append(&DroppedRecord {
+                        id: s.rec.id.clone(),
+                        index: s.index,
+                        stage,
+                        round,
+                        degenerate: s.events.clone(),
+                        seed: config.seed,
+                    })?;
+                    r.summary.dropped += 1;
+                }
+                None => {
+                    out.append(&s.record(config))?;
+                    r.summary.done += 1;
+                }
+            }
+        }
+        out.sync()?;
+        dropped_out.sync()?;
+        r.bar.inc(written);
+    }
+    r.bar.finish_and_clear();
+    r.summary.elapsed = start.elapsed();
+    Ok(r.summary)
+}
+
+fn progress_bar(len: u64, visible: bool) -> ProgressBar {
+    let target = if visible {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    let style = ProgressStyle::with_template(
+        "{bar:30.cyan/blue} {pos}/{len} prompts  {msg}  elapsed {elapsed}  ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+struct ChainState<'a> {
+    rec: &'a PromptRecord,
+    index: usize,
+    principles: Vec<&'a CritiquePrinciple>,
+    /// `[user: prompt, assistant: initial response]`.
+    conversation: Conversation,
+    rounds: Vec<CritiqueRound>,
+    initial: String,
+    events: Vec<DegenerateEvent>,
+    dropped_at: Option<(Stage, Option<usize>)>,
+}
+
+impl ChainState<'_> {
+    fn record(&self, config: &RevisionConfig) -> RevisionRecord {
+        let prompt = self.rec.prompt.clone();
+        let final_revision = self
+            .rounds
+            .last()
+            .map_or_else(|| self.initial.clone(), |r| r.revision.clone());
+        let rounds: Vec<RoundRecord> = self
+            .rounds
+            .iter()
+            .zip(&self.principles)
+            .enumerate()
+            .map(|(i, (r, p))| RoundRecord {
+                round: i,
+                principle_id: p.id.clone(),
+                critique_request: r.critique_request.clone(),
+                critique: r.critique.clone(),
+                revision_request: r.revision_request.clone(),
+                revision: r.revision.clone(),
+            })
+            .collect();
+        let sft = if config.emit_every_round {
+            rounds
+                .iter()
+                .map(|r| SftPair {
+                    prompt: prompt.clone(),
+                    completion: r.revision.clone(),
+                })
+                .collect()
+        } else {
+            vec![SftPair {
+                prompt: prompt.clone(),
+                completion: final_revision.clone(),
+            }]
+        };
+        RevisionRecord {
+            id: self.rec.id.clone(),
+            category: self.rec.category.clone(),
+            index: self.index,
+            messages: Conversation::new()
+                .user(prompt.clone())
+                .assistant(final_revision.clone()),
+            prompt,
+            initial_response: self.initial.clone(),
+            rounds,
+            chosen: final_revision.clone(),
+            rejected: self.initial.clone(),
+            final_revision,
+            sft,
+            degenerate: self.events.clone(),
+            seed: config.seed,
+            format: config.format,
+        }
+    }
+}
+
+struct Runner<'g, G: ?Sized> {
+    generator: &'g G,
+    config: &'g RevisionConfig,
+    summary: RunSummary,
+    bar: ProgressBar,
+    start: Instant,
+}
+
+/// One generation job: the chain it belongs to, its prompt, the texts it must not echo.
+struct Job {
+    chain: usize,
+    prompt: Prompt,
+    references: Vec<String>,
+}
+
+impl<G: Generator + ?Sized> Runner<'_, G> {
+    fn process_chunk(
+        &mut self,
+        chunk: usize,
+        constitution: &Constitution,
+        states: &mut [ChainState<'_>],
+    ) -> Result<()> {
+        let format = self.config.format;
+        let jobs = states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Job {
+                chain: i,
+                prompt: initial_prompt(format, &s.rec.prompt),
+                references: vec![s.rec.prompt.clone()],
+            })
+            .collect();
+        let texts = self.generate_stage(
+            chunk,
+            Stage::Response,
+            None,
+            jobs,
+            self.config.max_new_tokens_response,
+            states,
+        )?;
+        for (i, text) in texts {
+            let s = &mut states[i];
+            s.conversation = Conversation::new()
+                .user(s.rec.prompt.clone())
+                .assistant(text.clone());
+            s.initial = text;
+        }
+        let exemplars = &constitution.critique_exemplars;
+        for round in 0..self.config.rounds {
+            let jobs = alive(states)
+                .map(|(i, s)| {
+                    let p = s.principles[round];
+                    let chain =
+                        CritiqueChain::new(exemplars, &s.conversation).with_rounds(&s.rounds);
+                    Job {
+                        chain: i,
+                        prompt: chain.critique_prompt(format, p),
+                        references: vec![s.rec.prompt.clone(), p.critique.clone()],
+                    }
+                })
+                .collect();
+            let critiques = self.generate_stage(
+                chunk,
+                Stage::Critique,
+                Some(round),
+                jobs,
+                self.config.max_new_tokens_critique,
+                states,
+            )?;
+            let jobs = critiques
+                .iter()
+                .map(|(i, critique)| {
+                    let s = &states[*i];
+                    let p = s.principles[round];
+                    let chain =
+                        CritiqueChain::new(exemplars, &s.conversation).with_rounds(&s.rounds);
+                    Job {
+                        chain: *i,
+                        prompt: chain.revision_prompt(format, p, critique),
+                        references: vec![
+                            s.rec.prompt.clone(),
+                            p.critique.clone(),
+                            p.revision.clone(),
+                        ],
+                    }
+                })
+                .collect();
+            let revisions = self.generate_stage(
+                chunk,
+                Stage::Revision,
+                Some(round),
+                jobs,
+                self.config.max_new_tokens_revision,
+                states,
+            )?;
+            let critiques: std::collections::HashMap<usize, String> =
+                critiques.into_iter().collect();
+            for (i, revision) in revisions {
+                let s = &mut states[i];
+                let p = s.principles[round];
+                let critique = critiques.get(&i).cloned().unwrap_or_default();
+                s.rounds.push(p.round(critique, revision));
+            }
+        }
+        Ok(())
+    }
+
+    /// Generates the jobs' outputs with retries; returns `(chain, text)` of the chains
+    /// that got a usable output, and marks the others dropped.
+    fn generate_stage(
+        &mut self,
+        chunk: usize,
+        stage: Stage,
+        round: Option<usize>,
+        jobs: Vec<Job>,
+        max_new_tokens: usize,
+        states: &mut [ChainState<'_>],
+    ) -> Result<Vec<(usize, String)>> {
+        let mut ok: Vec<(usize, String)> = Vec::with_capacity(jobs.len());
+        let mut todo: Vec<&Job> = jobs.iter().collect();
+        let attempts = self.config.degenerate.max_attempts();
+        for attempt in 0..attempts {
+            if todo.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                self.summary.retried += todo.len();
+            }
+            let seed = derive_seed(&[
+                self.config.seed,
+                chunk as u64,
+                stage.code(),
+                round.map_or(u64::MAX, |r| r as u64),
+                attempt as u64,
+            ]);
+            let params = self.config.sampling(max_new_tokens, seed);
+            let prompts: Vec<Prompt> = todo.iter().map(|j| j.prompt.clone()).collect();
+            let out = self.generator.generate(&prompts, &params)?;
+            self.summary.generator_calls += 1;
+            if out.len() != prompts.len() {
+                return Err(RevisionError::CompletionCount {
+                    expected: prompts.len(),
+                    got: out.len(),
+                });
+            }
+            self.summary.tokens += out.iter().map(|c| c.token_ids.len()).sum::<usize>();
+            let secs = self.start.elapsed().as_secs_f64().max(1e-9);
+            self.bar
+                .set_message(format!("{:.1} tokens/s", self.summary.tokens as f64 / secs));
+            let mut next = Vec::new();
+            for (job, completion) in todo.into_iter().zip(out) {
+                let text = completion.text.trim().to_string();
+                let refs: Vec<&str> = job.references.iter().map(String::as_str).collect();
+                match detect(&text, &refs) {
+                    None => ok.push((job.chain, text)),
+                    Some(kind) => {
+                        self.summary.degenerate.add(kind);
+                        states[job.chain].events.push(DegenerateEvent {
+                            stage,
+                            round,
+                            kind,
+                            attempt,
+                        });
+                        next.push(job);
+                    }
+                }
+            }
+            todo = next;
+        }
+        for job in todo {
+            states[job.chain].dropped_at = Some((stage, round));
+        }
+        ok.sort_by_key(|(i, _)| *i);
+        Ok(ok)
+    }
+}
+
+fn alive<'s, 'a>(
+    states: &'s [ChainState<'a>],
+) -> impl Iterator<Item = (usize, &'s ChainState<'a>)> {
+    states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.dropped_at.is_none())
+}
+
+/// The prompt of the initial response: the user message alone (chat) or
+/// `"\n\nHuman: <prompt>\n\nAssistant:"` (raw).
+pub fn initial_prompt(format: PromptFormat, prompt: &str) -> Prompt {
+    match format {
+        PromptFormat::Chat => Prompt::Chat(Conversation::new().user(prompt)),
+        PromptFormat::Raw => Prompt::Text(format!("\n\nHuman: {prompt}\n\nAssistant:")),
+    }
+}
+
+/// SplitMix64 of the parts, folded in order: the seed of one generator call.
+pub fn derive_seed(parts: &[u64]) -> u64 {
+    let mut h = 0x243F_6A88_85A3_08D3u64;
+    for &p in parts {
+        h = splitmix64(h ^ p);
+    }
+    h
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
