@@ -13,12 +13,12 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 /// `log softmax(logits)[b, t, targets[b, t]]`: logits `[B, T, V]`, targets `[B, T]` →
-/// `[B, T]`. The plain version (it materialises the log-softmax); `rlaif-kernels` has a
-/// fused one.
+/// `[B, T]`, differentiable. Computed by `rlaif_kernels::token_logprobs`: on flex one fused
+/// pass over the logits whose backward recomputes the softmax, so no `[B, T, V]`
+/// log-softmax is materialised or kept for the backward; the default body elsewhere.
 pub fn gather_logprobs(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
-    log_softmax(logits, 2)
-        .gather(2, targets.unsqueeze_dim::<3>(2))
-        .squeeze_dim::<2>(2)
+    rlaif_kernels::token_logprobs(logits, targets, 1.0)
+        .expect("logits [B, T, V] and targets [B, T] agree by construction")
 }
 
 /// An error naming the first token id outside `0..vocab`.
