@@ -332,7 +332,7 @@ impl LlamaConfig {
     }
 
     /// One randomly initialised decoder block.
-    pub(crate) fn init_block(&self, device: &Device) -> Block {
+    fn init_block(&self, device: &Device) -> Block {
         let (h, hd) = (self.hidden_size, self.head_dim());
         let (nh, nkv) = (self.num_attention_heads, self.kv_heads());
         Block {

@@ -1,7 +1,7 @@
 //! Weights as plain f32 arrays under Hugging Face names, the common ground between the
 //! file formats (safetensors, GGUF) and the Burn model.
 
-use crate::model::{Llama, Proj, RmsNorm};
+use crate::model::{Attention, Block, Llama, Mlp, Proj, RmsNorm};
 use crate::{LlamaConfig, LmError};
 use burn::module::Param;
 use burn::prelude::*;
@@ -147,34 +147,31 @@ pub fn model_from_weights(
         Some(l.matrix("lm_head.weight", [v, h])?)
     };
     let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-    let template = cfg.init_block(device);
+    let (eps, qkv_bias) = (cfg.rms_norm_eps, cfg.qkv_bias());
     for i in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{i}");
-        let mut b = template.clone();
-        b.input_layernorm = l.norm(&format!("{p}.input_layernorm.weight"), h, cfg.rms_norm_eps)?;
-        b.post_attention_layernorm = l.norm(
-            &format!("{p}.post_attention_layernorm.weight"),
-            h,
-            cfg.rms_norm_eps,
-        )?;
-        let a = &mut b.self_attn;
-        a.q_proj = l.proj(&format!("{p}.self_attn.q_proj"), h, nh * hd, cfg.qkv_bias())?;
-        a.k_proj = l.proj(
-            &format!("{p}.self_attn.k_proj"),
-            h,
-            nkv * hd,
-            cfg.qkv_bias(),
-        )?;
-        a.v_proj = l.proj(
-            &format!("{p}.self_attn.v_proj"),
-            h,
-            nkv * hd,
-            cfg.qkv_bias(),
-        )?;
-        a.o_proj = l.proj(&format!("{p}.self_attn.o_proj"), nh * hd, h, cfg.o_bias())?;
-        b.mlp.gate_proj = l.proj(&format!("{p}.mlp.gate_proj"), h, ff, false)?;
-        b.mlp.up_proj = l.proj(&format!("{p}.mlp.up_proj"), h, ff, false)?;
-        b.mlp.down_proj = l.proj(&format!("{p}.mlp.down_proj"), ff, h, false)?;
+        let b = Block {
+            input_layernorm: l.norm(&format!("{p}.input_layernorm.weight"), h, eps)?,
+            self_attn: Attention {
+                q_proj: l.proj(&format!("{p}.self_attn.q_proj"), h, nh * hd, qkv_bias)?,
+                k_proj: l.proj(&format!("{p}.self_attn.k_proj"), h, nkv * hd, qkv_bias)?,
+                v_proj: l.proj(&format!("{p}.self_attn.v_proj"), h, nkv * hd, qkv_bias)?,
+                o_proj: l.proj(&format!("{p}.self_attn.o_proj"), nh * hd, h, cfg.o_bias())?,
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: hd,
+            },
+            post_attention_layernorm: l.norm(
+                &format!("{p}.post_attention_layernorm.weight"),
+                h,
+                eps,
+            )?,
+            mlp: Mlp {
+                gate_proj: l.proj(&format!("{p}.mlp.gate_proj"), h, ff, false)?,
+                up_proj: l.proj(&format!("{p}.mlp.up_proj"), h, ff, false)?,
+                down_proj: l.proj(&format!("{p}.mlp.down_proj"), ff, h, false)?,
+            },
+        };
         layers.push(b);
     }
     // Rotary inverse frequencies are sometimes stored; they are recomputed from θ.
