@@ -189,13 +189,13 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// `x [B, S, H]`; `mask [B, 1, S, T]` (true = may not attend), `T` = cached + S.
+    /// `x [B, S, H]`; `bias [B, 1, n_rep·S, T]` from [`mask_to_bias`], `T` = cached + S.
     fn forward(
         &self,
         x: Tensor<3>,
         cos: &Tensor<4>,
         sin: &Tensor<4>,
-        mask: &Tensor<4, Bool>,
+        bias: &Tensor<4>,
         cache: Option<&mut Option<LayerCache>>,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
@@ -214,24 +214,18 @@ impl Attention {
                 v: v.clone(),
             });
         }
-        let t = k.dims()[2];
         // Grouped-query attention without copying K/V: the n_rep query heads of a group
         // (heads g·n_rep .. g·n_rep + n_rep, Hugging Face's `repeat_kv` order) attend as
         // n_rep·S query rows against the group's single K/V head. Head counts match inside
         // `attention`, which Burn's autodiff fallback requires.
         let n_rep = h / kvh;
         let q = q.reshape([b, kvh, n_rep * s, hd]);
-        let mask = mask
-            .clone()
-            .unsqueeze_dim::<5>(1)
-            .expand([b, kvh, n_rep, s, t])
-            .reshape([b, kvh, n_rep * s, t]);
         let opts = AttentionModuleOptions {
             scale: None,
             softcap: None,
-            is_causal: false, // the mask carries causality (it must, with a cache)
+            is_causal: false, // the bias carries causality (it must, with a cache)
         };
-        let o = attention(q, k, v, Some(mask), None, opts).reshape([b, h, s, hd]);
+        let o = attention(q, k, v, None, Some(bias.clone()), opts).reshape([b, h, s, hd]);
         self.o_proj
             .forward(o.swap_dims(1, 2).reshape([b, s, h * hd]))
     }
@@ -298,6 +292,23 @@ pub fn attention_mask(key_is_pad: &[Vec<bool>], s: usize, device: &Device) -> Te
         }
     }
     Tensor::from_data(TensorData::new(m, [b, 1, s, t]), device)
+}
+
+/// The additive attention bias `[B, 1, n_rep·S, T]` of a mask `[B, 1, S, T]`: 0 where a
+/// query may attend, `f32::MIN` where it may not (as Hugging Face does), rows repeated for the
+/// `n_rep` query heads of a KV group and broadcast over the groups.
+///
+/// An additive bias rather than a boolean mask: burn-tch 0.22.1 passes boolean masks to
+/// PyTorch's `scaled_dot_product_attention`, which reads them inverted (true = attend); with
+/// a bias every backend computes the same thing. `f32::MIN` rather than `-inf` keeps the
+/// online softmax of flash-style kernels free of `-inf − (-inf)`.
+pub fn mask_to_bias(mask: &Tensor<4, Bool>, n_rep: usize) -> Tensor<4> {
+    let bias = mask.clone().float().mul_scalar(f32::MIN);
+    if n_rep == 1 {
+        bias
+    } else {
+        bias.repeat_dim(2, n_rep)
+    }
 }
 
 impl LlamaConfig {
@@ -379,13 +390,18 @@ impl Llama {
         if let Some(c) = cache.as_deref_mut() {
             c.layers.resize(self.layers.len(), None);
         }
+        let n_rep = self
+            .layers
+            .first()
+            .map_or(1, |l| l.self_attn.n_heads / l.self_attn.n_kv_heads);
+        let bias = mask_to_bias(mask, n_rep);
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             let a = layer.self_attn.forward(
                 layer.input_layernorm.forward(x.clone()),
                 &cos,
                 &sin,
-                mask,
+                &bias,
                 slot,
             );
             x = x + a;
@@ -448,6 +464,18 @@ pub fn positions_and_mask(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bias_is_zero_or_f32_min_with_rows_repeated_per_group_head() {
+        let dev = Device::default();
+        let m = attention_mask(&[vec![true, false]], 2, &dev); // [1, 1, 2, 2]
+        let b = mask_to_bias(&m, 3);
+        assert_eq!(b.dims(), [1, 1, 6, 2]);
+        let v: Vec<f32> = b.into_data().iter::<f32>().collect();
+        let (o, x) = (0.0, f32::MIN);
+        // rows r·S + s: the mask's two rows, once per query head of the group
+        assert_eq!(v, vec![o, x, x, o, o, x, x, o, o, x, x, o]);
+    }
 
     #[test]
     fn mask_is_causal_hides_padding_and_keeps_the_diagonal() {

@@ -452,3 +452,50 @@ fn sharded_checkpoint_loads_like_a_single_file() {
         .to_string();
     assert!(e.contains("not a plain file name"), "{e}");
 }
+
+#[test]
+fn gradients_flow_through_the_padded_model() {
+    let device = Device::default().autodiff();
+    let cfg = tiny_config(true);
+    let model = cfg.init(&device);
+    let seqs: Vec<Vec<u32>> = vec![PROMPTS[0].to_vec(), PROMPTS[2].to_vec()];
+    // left-pad the shorter sequence
+    let len = seqs.iter().map(Vec::len).max().unwrap();
+    let mut toks = Vec::new();
+    let mut real = Vec::new();
+    for s in &seqs {
+        let pad = len - s.len();
+        toks.extend(std::iter::repeat_n(0i64, pad).chain(s.iter().map(|&t| t as i64)));
+        real.push((0..len).map(|j| j >= pad).collect::<Vec<_>>());
+    }
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(toks, [2, len]), &device);
+    let lp = score::token_logprobs(&model, tokens, &real);
+    let mask: Vec<f32> = real
+        .iter()
+        .flat_map(|r| r[1..].iter().map(|&x| x as u8 as f32))
+        .collect();
+    let mask = Tensor::<2>::from_data(TensorData::new(mask, [2, len - 1]), &device);
+    let loss = -(lp * mask.clone()).sum() / mask.sum();
+    let grads = loss.backward();
+    let check = |name: &str, g: Option<Tensor<2>>| {
+        let g = to_host(g.unwrap_or_else(|| panic!("no gradient for {name}"))).unwrap();
+        assert!(
+            g.iter().all(|x| x.is_finite()),
+            "{name}: non-finite gradient"
+        );
+        assert!(g.iter().any(|x| *x != 0.0), "{name}: zero gradient");
+    };
+    check("embed_tokens", model.embed_tokens.grad(&grads));
+    check(
+        "q_proj",
+        model.layers[0].self_attn.q_proj.weight.grad(&grads),
+    );
+    check(
+        "k_proj",
+        model.layers[1].self_attn.k_proj.weight.grad(&grads),
+    );
+    check(
+        "down_proj",
+        model.layers[1].mlp.down_proj.weight.grad(&grads),
+    );
+}
