@@ -150,21 +150,24 @@ fn stops_at_eos_stop_strings_and_length() {
     // A stop string taken from the free text cuts the text before it.
     let text = &base.text;
     let needle: String = text.chars().skip(3).take(2).collect();
-    if !needle.is_empty() {
-        let s = SamplingParams {
-            stop: vec![needle.clone()],
-            ..free
-        };
-        let c = generate::generate(&lm.model, &lm.tokenizer, &p, &s)
-            .unwrap()
-            .remove(0);
-        assert_eq!(
-            c.finish_reason,
-            rlaif_core::FinishReason::Stop(needle.clone())
-        );
-        assert!(!c.text.contains(&needle));
-        assert!(text.starts_with(&c.text));
-    }
+    assert_eq!(
+        needle.chars().count(),
+        2,
+        "free text too short to test stop strings: {text:?}"
+    );
+    let s = SamplingParams {
+        stop: vec![needle.clone()],
+        ..free
+    };
+    let c = generate::generate(&lm.model, &lm.tokenizer, &p, &s)
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        c.finish_reason,
+        rlaif_core::FinishReason::Stop(needle.clone())
+    );
+    assert!(!c.text.contains(&needle));
+    assert!(text.starts_with(&c.text));
 }
 
 #[test]

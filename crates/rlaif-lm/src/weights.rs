@@ -194,42 +194,40 @@ pub fn model_from_weights(
 
 /// Reads every parameter of `model` back to the host under Hugging Face names and layout.
 pub fn weights_from_model(model: &Llama) -> Result<WeightMap, LmError> {
-    let mut map = WeightMap::new();
-    // Matrices are stored [in, out]: back to PyTorch's [out, in]. Vectors come as [1, n]
-    // and need no transpose.
-    let mut put = |name: String, t: Tensor<2>| -> Result<(), LmError> {
+    // Matrices are stored [in, out]: back to PyTorch's [out, in].
+    let matrix = |t: Tensor<2>| -> Result<HostTensor, LmError> {
         let [rows, cols] = t.dims();
-        let data = to_host(t)?;
-        let data = if rows == 1 {
-            data
-        } else {
-            transpose(&data, rows, cols)
-        };
-        map.insert(
-            name,
-            HostTensor {
-                shape: vec![cols, rows],
-                data,
-            },
-        );
-        Ok(())
+        let data = transpose(&to_host(t)?, rows, cols);
+        Ok(HostTensor {
+            shape: vec![cols, rows],
+            data,
+        })
     };
-    let vec1 = |t: Tensor<1>| t.unsqueeze::<2>();
-    put("model.embed_tokens.weight".into(), model.embed_tokens.val())?;
-    put("model.norm.weight".into(), vec1(model.norm.weight.val()))?;
+    let vector = |t: Tensor<1>| -> Result<HostTensor, LmError> {
+        let data = to_host(t)?;
+        Ok(HostTensor {
+            shape: vec![data.len()],
+            data,
+        })
+    };
+    let mut map = WeightMap::new();
+    map.insert(
+        "model.embed_tokens.weight".into(),
+        matrix(model.embed_tokens.val())?,
+    );
+    map.insert("model.norm.weight".into(), vector(model.norm.weight.val())?);
     if let Some(head) = &model.lm_head {
-        put("lm_head.weight".into(), head.val())?;
+        map.insert("lm_head.weight".into(), matrix(head.val())?);
     }
     for (i, b) in model.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
-        put(
-            format!("{p}.input_layernorm.weight"),
-            vec1(b.input_layernorm.weight.val()),
-        )?;
-        put(
-            format!("{p}.post_attention_layernorm.weight"),
-            vec1(b.post_attention_layernorm.weight.val()),
-        )?;
+        let norms = [
+            ("input_layernorm", &b.input_layernorm),
+            ("post_attention_layernorm", &b.post_attention_layernorm),
+        ];
+        for (name, norm) in norms {
+            map.insert(format!("{p}.{name}.weight"), vector(norm.weight.val())?);
+        }
         let projs = [
             ("self_attn.q_proj", &b.self_attn.q_proj),
             ("self_attn.k_proj", &b.self_attn.k_proj),
@@ -240,16 +238,10 @@ pub fn weights_from_model(model: &Llama) -> Result<WeightMap, LmError> {
             ("mlp.down_proj", &b.mlp.down_proj),
         ];
         for (name, proj) in projs {
-            put(format!("{p}.{name}.weight"), proj.weight.val())?;
+            map.insert(format!("{p}.{name}.weight"), matrix(proj.weight.val())?);
             if let Some(bias) = &proj.bias {
-                put(format!("{p}.{name}.bias"), vec1(bias.val()))?;
+                map.insert(format!("{p}.{name}.bias"), vector(bias.val())?);
             }
-        }
-    }
-    // vectors were lifted to [1, n] for one code path; restore their 1-D shapes
-    for (name, t) in map.iter_mut() {
-        if name.ends_with("norm.weight") || name.ends_with(".bias") {
-            t.shape = vec![t.data.len()];
         }
     }
     Ok(map)
