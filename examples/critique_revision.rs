@@ -7,14 +7,23 @@
 //! `--model`), appends the records to `--out` (default `target/critique_revision.jsonl`;
 //! rerunning skips the prompts already there, delete it to start over), prints one full
 //! trace to stdout and the run summary to stderr.
+//!
+//! Ctrl-C stops the run after the batch in flight is written (a second Ctrl-C quits at
+//! once, losing that batch); run the same command again to resume. Resuming needs the same
+//! settings (`--seed`, `--rounds`, `--raw`, `--every-round`, `--constitution`) as the
+//! records already in `--out`.
 
 use anyhow::Context;
 use burn::prelude::Device;
 use clap::Parser;
 use rlaif_constitution::{Constitution, PromptFormat};
 use rlaif_lm::{LanguageModel, resolve};
-use rlaif_revision::{DegeneratePolicy, RevisionConfig, read_prompts, read_records, run_revision};
+use rlaif_revision::{
+    DegeneratePolicy, RevisionConfig, read_prompts, read_records, run_revision_until,
+};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 #[derive(Parser, Debug)]
@@ -98,9 +107,32 @@ fn main() -> anyhow::Result<()> {
         limit: Some(args.limit),
         ..RevisionConfig::default()
     };
-    let summary = run_revision(&lm, &constitution, &prompts, &config, &args.out)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: quitting now (the batch in flight is lost)");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupted: stopping after the batch in flight is written \
+             (Ctrl-C again to quit now)"
+        );
+    })
+    .context("installing the Ctrl-C handler")?;
+    let summary = run_revision_until(&lm, &constitution, &prompts, &config, &args.out, &stop)?;
     eprintln!("{summary}");
     eprintln!("records in {}", args.out.display());
+    if summary.stopped {
+        eprintln!(
+            "stopped by Ctrl-C: {} prompts written by this run, {} of {} finished in all; \
+             run the same command again (same --out and settings) to resume",
+            summary.done,
+            summary.skipped + summary.done + summary.dropped,
+            summary.total,
+        );
+        return Ok(());
+    }
 
     let wanted: Vec<&str> = prompts
         .iter()

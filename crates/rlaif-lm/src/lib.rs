@@ -10,6 +10,8 @@
 //! - [`LanguageModel`] ties them together and implements [`rlaif_core::Generator`] and
 //!   [`rlaif_core::ChoiceScorer`]; [`resolve`] finds the default model
 //!   (SmolLM2-135M-Instruct) offline.
+//! - [`tiny`]: small seeded random models with a byte-level tokenizer and ChatML, for
+//!   fast tests of code built on this crate.
 //!
 //! Everything takes a Burn [`Device`](burn::prelude::Device): the CPU backend `flex` by
 //! default, `tch`, `cuda` or `wgpu` behind cargo features.
@@ -50,6 +52,7 @@ pub mod resolve;
 pub mod sampling;
 pub mod score;
 mod template;
+pub mod tiny;
 mod tokenizer;
 pub mod weights;
 

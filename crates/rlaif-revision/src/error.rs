@@ -59,6 +59,28 @@ pub enum RevisionError {
         /// What is wrong.
         message: String,
     },
+    /// A record of an existing output (or dropped) file was written with other settings
+    /// than this run's: resuming onto it would mix records of two configurations.
+    #[error(
+        "{}:{line}: this record was written with {field} = {found}, but this run has \
+         {field} = {expected}; to resume it, pass the same settings, or write to another \
+         output file",
+        file.display()
+    )]
+    SettingsMismatch {
+        /// The existing file.
+        file: PathBuf,
+        /// 1-based line of the first record that differs.
+        line: usize,
+        /// The setting, named as in [`RevisionConfig`](crate::RevisionConfig) (`seed`,
+        /// `rounds`, `format`, `emit_every_round`, `replacement`) or `constitution` (its
+        /// fingerprint, see [`constitution_fingerprint`](crate::run::constitution_fingerprint)).
+        field: String,
+        /// The value in the file.
+        found: String,
+        /// The value of this run.
+        expected: String,
+    },
     /// The configuration is invalid (zero rounds, zero batch size, bad sampling range...).
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -12,9 +12,9 @@
 //!   file, line and field). The repository ships `data/prompts/red_team.jsonl` and
 //!   `data/prompts/helpful.jsonl`.
 //! - [`run_revision`]: the loop; resumable (records are appended and flushed a batch at
-//!   a time, a rerun skips the ids already written), deterministic for a given seed and
-//!   batch size (see [`run`]), with a progress bar (prompts done, tokens/s, ETA) and a
-//!   [`RunSummary`].
+//!   a time, a rerun skips the ids already written, after checking that they were
+//!   written with the same settings), deterministic for a given seed and batch size (see
+//!   [`run`]), with a progress bar (prompts done, tokens/s, ETA) and a [`RunSummary`].
 //! - [`degenerate`]: detectors of empty outputs, echoes of the request and runaway
 //!   repetition; such outputs are retried or the prompt is dropped, by policy.
 //! - [`writer`]: the append-and-flush JSON Lines writer, tolerant of a line cut short by
@@ -37,7 +37,8 @@
 //!  "chosen": "<final_revision>", "rejected": "<initial_response>",
 //!  "sft": [{"prompt": "<prompt>", "completion": "<revision>"}, ...],
 //!  "degenerate": [{"stage": "critique", "round": 1, "kind": "echo", "attempt": 0}],
-//!  "seed": 0, "format": "chat"}
+//!  "seed": 0, "format": "chat", "emit_every_round": false, "replacement": "with",
+//!  "constitution": "<16 hex digits>"}
 //! ```
 //!
 //! - `messages` is the Hugging Face / TRL *conversational* SFT format.
@@ -48,6 +49,12 @@
 //!   round when [`RevisionConfig::emit_every_round`] is set (as the paper does).
 //! - `degenerate` lists the degenerate outputs met and regenerated on the way.
 //! - `category` is left out when the prompt has none.
+//! - `seed`, `format`, `emit_every_round`, `replacement` and `constitution` (a
+//!   [`constitution_fingerprint`]) are the run's settings, with the length of `rounds`:
+//!   a rerun resumes only onto records of the same settings, otherwise it fails with
+//!   [`RevisionError::SettingsMismatch`] (see [`run`](run#resuming-with-other-settings)).
+//!   Records written before `emit_every_round`, `replacement` and `constitution` existed
+//!   lack them, and are accepted on those.
 //!
 //! Prompts dropped by the degenerate policy are not in the output; they are recorded
 //! ([`DroppedRecord`]) in `<output stem>.dropped.jsonl` so a rerun skips them too (delete
@@ -115,5 +122,7 @@ pub use degenerate::DegenerateKind;
 pub use error::{Result, RevisionError};
 pub use prompts_io::{PromptRecord, parse_prompts, read_prompts};
 pub use record::{DegenerateEvent, DroppedRecord, RevisionRecord, RoundRecord, SftPair, Stage};
-pub use run::{DegenerateCounts, RunSummary, run_revision, run_revision_until};
+pub use run::{
+    DegenerateCounts, RunSummary, constitution_fingerprint, run_revision, run_revision_until,
+};
 pub use writer::{JsonlWriter, dropped_path, read_records};

@@ -1,7 +1,7 @@
 //! The output records (one JSON object per line; see the crate docs for the format).
 
 use crate::degenerate::DegenerateKind;
-use rlaif_constitution::PromptFormat;
+use rlaif_constitution::{PromptFormat, Replacement};
 use rlaif_core::Conversation;
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +101,21 @@ pub struct RevisionRecord {
     pub seed: u64,
     /// The prompt format used.
     pub format: PromptFormat,
+    /// Whether the run emitted every round's revision as an SFT pair
+    /// ([`RevisionConfig::emit_every_round`](crate::RevisionConfig::emit_every_round));
+    /// `None` in records written before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emit_every_round: Option<bool>,
+    /// How the run drew principles
+    /// ([`RevisionConfig::replacement`](crate::RevisionConfig::replacement)); `None` in
+    /// records written before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<Replacement>,
+    /// The fingerprint of the constitution's critique principles and exemplars
+    /// ([`constitution_fingerprint`](crate::run::constitution_fingerprint)); `None` in
+    /// records written before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constitution: Option<String>,
 }
 
 /// A prompt dropped because an output stayed degenerate; written to the dropped file next

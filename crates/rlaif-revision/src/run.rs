@@ -32,6 +32,19 @@
 //! prompts. With [`run_revision_until`], a handler that sets the stop flag makes the run
 //! finish and write the chunk in flight, then return. Rerunning
 //! on the same output skips the prompts already in it (and those in the dropped file).
+//!
+//! # Resuming with other settings
+//!
+//! A rerun only resumes onto records written with the same settings: before anything is
+//! generated or appended, every record of the output and dropped files is checked
+//! against the configuration: `seed`, `format`, `emit_every_round`, `replacement`,
+//! the number of rounds (the length of `rounds`) and the constitution (its
+//! [`constitution_fingerprint`]). The first difference is a
+//! [`RevisionError::SettingsMismatch`] naming the file, the line, the setting and both
+//! values. A setting that a record does not store (records written before the field
+//! existed; dropped records store only the seed) is not checked. The sampling settings
+//! (temperature, top-p, top-k, token budgets), the batch size and the degenerate policy
+//! are not stored, so not checked.
 
 use crate::config::RevisionConfig;
 use crate::degenerate::{DegenerateKind, detect};
@@ -42,6 +55,7 @@ use crate::writer::{JsonlWriter, dropped_path};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rlaif_constitution::{
     Constitution, CritiqueChain, CritiquePrinciple, CritiqueRound, PrincipleSampler, PromptFormat,
+    Replacement,
 };
 use rlaif_core::{Conversation, Generator, Prompt};
 use serde::{Deserialize, Serialize};
@@ -166,8 +180,15 @@ pub fn run_revision_until<G: Generator + ?Sized>(
     let start = Instant::now();
     let prompts = &prompts[..config.limit.unwrap_or(usize::MAX).min(prompts.len())];
     let sampler = PrincipleSampler::for_critiques(constitution, config.seed)?;
-    let (mut out, done_ids) = JsonlWriter::open(output)?;
-    let (mut dropped_out, dropped_ids) = JsonlWriter::open(dropped_path(output))?;
+    let fingerprint = constitution_fingerprint(constitution);
+    let (mut out, done_ids) = JsonlWriter::open_checked(output, |line, record| {
+        check_settings(output, line, record, config, &fingerprint)
+    })?;
+    let dropped_file = dropped_path(output);
+    let (mut dropped_out, dropped_ids) =
+        JsonlWriter::open_checked(&dropped_file, |line, record| {
+            check_settings(&dropped_file, line, record, config, &fingerprint)
+        })?;
     let finished: HashSet<&str> = done_ids
         .iter()
         .chain(&dropped_ids)
@@ -240,7 +261,7 @@ pub fn run_revision_until<G: Generator + ?Sized>(
                     r.summary.dropped += 1;
                 }
                 None => {
-                    out.append(&s.record(config))?;
+                    out.append(&s.record(config, &fingerprint))?;
                     r.summary.done += 1;
                 }
             }
@@ -252,6 +273,165 @@ pub fn run_revision_until<G: Generator + ?Sized>(
     r.bar.finish_and_clear();
     r.summary.elapsed = start.elapsed();
     Ok(r.summary)
+}
+
+/// The settings a record of the output (or dropped) file stores; each is `None` when the
+/// record lacks it (it was written before the field existed, or it is a dropped record).
+#[derive(Deserialize)]
+struct StoredSettings {
+    seed: Option<u64>,
+    format: Option<PromptFormat>,
+    rounds: Option<Vec<serde::de::IgnoredAny>>,
+    emit_every_round: Option<bool>,
+    replacement: Option<Replacement>,
+    constitution: Option<String>,
+}
+
+/// Checks that the record on line `line` of `file` was written with the settings of
+/// `config` (and the constitution of fingerprint `fingerprint`), as far as it stores them.
+fn check_settings(
+    file: &Path,
+    line: usize,
+    record: &serde_json::Value,
+    config: &RevisionConfig,
+    fingerprint: &str,
+) -> Result<()> {
+    let stored = StoredSettings::deserialize(record).map_err(|e| RevisionError::CorruptOutput {
+        file: file.to_path_buf(),
+        line,
+        message: e.to_string(),
+    })?;
+    let mismatch = |field: &str, found: String, expected: String| {
+        Err(RevisionError::SettingsMismatch {
+            file: file.to_path_buf(),
+            line,
+            field: field.to_string(),
+            found,
+            expected,
+        })
+    };
+    if let Some(seed) = stored.seed
+        && seed != config.seed
+    {
+        return mismatch("seed", seed.to_string(), config.seed.to_string());
+    }
+    if let Some(rounds) = &stored.rounds
+        && rounds.len() != config.rounds
+    {
+        return mismatch(
+            "rounds",
+            rounds.len().to_string(),
+            config.rounds.to_string(),
+        );
+    }
+    if let Some(format) = stored.format
+        && format != config.format
+    {
+        return mismatch(
+            "format",
+            format_name(format).into(),
+            format_name(config.format).into(),
+        );
+    }
+    if let Some(every) = stored.emit_every_round
+        && every != config.emit_every_round
+    {
+        return mismatch(
+            "emit_every_round",
+            every.to_string(),
+            config.emit_every_round.to_string(),
+        );
+    }
+    if let Some(replacement) = stored.replacement
+        && replacement != config.replacement
+    {
+        return mismatch(
+            "replacement",
+            replacement_name(replacement).into(),
+            replacement_name(config.replacement).into(),
+        );
+    }
+    if let Some(found) = stored.constitution
+        && found != fingerprint
+    {
+        return mismatch("constitution", found, fingerprint.to_string());
+    }
+    Ok(())
+}
+
+/// The name of a prompt format in the records.
+fn format_name(format: PromptFormat) -> &'static str {
+    match format {
+        PromptFormat::Chat => "chat",
+        PromptFormat::Raw => "raw",
+    }
+}
+
+/// The name of a replacement mode in the records.
+fn replacement_name(replacement: Replacement) -> &'static str {
+    match replacement {
+        Replacement::With => "with",
+        Replacement::Without => "without",
+    }
+}
+
+/// A fingerprint of what of `constitution` shapes the records of this stage: the critique
+/// principles (ids, requests and weights, in order) and the critique exemplars (their
+/// texts, in order; not their ids). It is 16 hexadecimal digits (a 64-bit FNV-1a hash),
+/// the same on every platform; editing any of those parts changes it (barring a hash
+/// collision), while the comparison principles and exemplars (the feedback stage) do not
+/// enter it. Stored in every record as `constitution`.
+pub fn constitution_fingerprint(constitution: &Constitution) -> String {
+    let mut h = Fnv::default();
+    h.u64(constitution.principles.len() as u64);
+    for p in &constitution.principles {
+        h.str(&p.id);
+        h.str(&p.critique);
+        h.str(&p.revision);
+        h.u64(p.weight.to_bits());
+    }
+    h.u64(constitution.critique_exemplars.len() as u64);
+    for e in &constitution.critique_exemplars {
+        h.u64(e.conversation.messages.len() as u64);
+        for m in &e.conversation.messages {
+            h.str(m.role.as_str());
+            h.str(&m.content);
+        }
+        h.u64(e.rounds.len() as u64);
+        for r in &e.rounds {
+            h.str(&r.critique_request);
+            h.str(&r.critique);
+            h.str(&r.revision_request);
+            h.str(&r.revision);
+        }
+    }
+    format!("{:016x}", h.0)
+}
+
+/// 64-bit FNV-1a over length-prefixed fields.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn u64(&mut self, x: u64) {
+        self.bytes(&x.to_le_bytes());
+    }
+
+    fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.bytes(s.as_bytes());
+    }
 }
 
 fn progress_bar(len: u64, visible: bool) -> ProgressBar {
@@ -282,7 +462,7 @@ struct ChainState<'a> {
 }
 
 impl ChainState<'_> {
-    fn record(&self, config: &RevisionConfig) -> RevisionRecord {
+    fn record(&self, config: &RevisionConfig, fingerprint: &str) -> RevisionRecord {
         let prompt = self.rec.prompt.clone();
         let final_revision = self
             .rounds
@@ -333,6 +513,9 @@ impl ChainState<'_> {
             degenerate: self.events.clone(),
             seed: config.seed,
             format: config.format,
+            emit_every_round: Some(config.emit_every_round),
+            replacement: Some(config.replacement),
+            constitution: Some(fingerprint.to_string()),
         }
     }
 }

@@ -26,6 +26,17 @@ impl JsonlWriter {
     /// Opens (creating it and its parent directories if needed) `path` for appending and
     /// returns the ids of the records already in it, in file order.
     pub fn open(path: impl AsRef<Path>) -> Result<(Self, Vec<String>)> {
+        Self::open_checked(path, |_, _| Ok(()))
+    }
+
+    /// [`JsonlWriter::open`] that first shows every record already in the file, with its
+    /// 1-based line, to `check` (e.g. to refuse records written with other settings). An
+    /// error of `check` is returned as is, and the file is then left as it was (an
+    /// unterminated last line is only repaired once every record before it has passed).
+    pub fn open_checked(
+        path: impl AsRef<Path>,
+        mut check: impl FnMut(usize, &serde_json::Value) -> Result<()>,
+    ) -> Result<(Self, Vec<String>)> {
         let path = path.as_ref();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io(parent))?;
@@ -49,8 +60,9 @@ impl JsonlWriter {
             };
             let text = String::from_utf8_lossy(&bytes[start..end]);
             if !text.trim().is_empty() {
-                match record_id(&text) {
-                    Ok(id) => {
+                match parse_record(&text) {
+                    Ok((value, id)) => {
+                        check(line, &value)?;
                         if !seen.insert(id.clone()) {
                             return Err(RevisionError::CorruptOutput {
                                 file: path.to_path_buf(),
@@ -107,11 +119,15 @@ impl JsonlWriter {
     }
 }
 
-fn record_id(line: &str) -> std::result::Result<String, String> {
+/// The record of a line and its id.
+fn parse_record(line: &str) -> std::result::Result<(serde_json::Value, String), String> {
     let v: serde_json::Value =
         serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
     match v.get("id") {
-        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(serde_json::Value::String(s)) => {
+            let id = s.clone();
+            Ok((v, id))
+        }
         _ => Err("no string field `id`".into()),
     }
 }

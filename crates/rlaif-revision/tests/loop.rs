@@ -5,7 +5,7 @@ use rlaif_constitution::{Constitution, PrincipleSampler, PromptFormat, Replaceme
 use rlaif_core::{Completion, FinishReason, Generator, Prompt, Role, SamplingParams};
 use rlaif_revision::{
     DegenerateKind, DegeneratePolicy, DroppedRecord, PromptRecord, RevisionConfig, RevisionError,
-    Stage, dropped_path, read_prompts, read_records, run_revision,
+    Stage, constitution_fingerprint, dropped_path, read_prompts, read_records, run_revision,
 };
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -274,11 +274,21 @@ fn records_are_well_formed() {
         "degenerate",
         "seed",
         "format",
+        "emit_every_round",
+        "replacement",
+        "constitution",
     ] {
         assert!(v.get(key).is_some(), "missing {key} in {line}");
     }
     assert_eq!(v["messages"][0]["role"], "user");
     assert_eq!(v["format"], "chat");
+    assert_eq!(v["emit_every_round"], false);
+    assert_eq!(v["replacement"], "with");
+    assert_eq!(
+        v["constitution"],
+        constitution_fingerprint(&Constitution::default_constitution())
+    );
+    assert_eq!(recs[0].replacement, Some(Replacement::With));
 }
 
 #[test]
@@ -701,5 +711,269 @@ fn a_stop_flag_ends_the_run_after_the_batch_in_flight() {
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
         std::fs::read_to_string(&reference).unwrap()
+    );
+}
+
+#[test]
+fn resuming_with_other_settings_is_an_error_naming_the_setting() {
+    let ps = prompts(7);
+    let cfg = config(2, 3);
+    let (_d, reference) = tmp();
+    run(&TestGen::new(), &ps, &cfg, &reference).unwrap();
+    let (_d2, out) = tmp();
+    let partial = RevisionConfig {
+        limit: Some(3),
+        ..cfg.clone()
+    };
+    run(&TestGen::new(), &ps, &partial, &out).unwrap();
+    let before = std::fs::read_to_string(&out).unwrap();
+
+    let e = run(
+        &TestGen::new(),
+        &ps,
+        &RevisionConfig {
+            seed: 8,
+            ..cfg.clone()
+        },
+        &out,
+    )
+    .unwrap_err();
+    match &e {
+        RevisionError::SettingsMismatch {
+            file,
+            line,
+            field,
+            found,
+            expected,
+        } => {
+            assert_eq!(file, &out);
+            assert_eq!(
+                (*line, field.as_str(), found.as_str(), expected.as_str()),
+                (1, "seed", "7", "8")
+            );
+        }
+        other => panic!("not a settings mismatch: {other}"),
+    }
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "out.jsonl:1: this record was written with seed = 7, but this run has seed = 8"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("pass the same settings, or write to another output file"),
+        "{text}"
+    );
+
+    // Every stored setting is checked, and the first record that differs is named.
+    let mut other = Constitution::default_constitution();
+    other.principles[0].revision.push_str(" Be brief.");
+    let cases: [(RevisionConfig, Constitution, &str, &str, &str); 5] = [
+        (
+            config(3, 3),
+            Constitution::default_constitution(),
+            "rounds",
+            "2",
+            "3",
+        ),
+        (
+            RevisionConfig {
+                format: PromptFormat::Raw,
+                ..cfg.clone()
+            },
+            Constitution::default_constitution(),
+            "format",
+            "chat",
+            "raw",
+        ),
+        (
+            RevisionConfig {
+                emit_every_round: true,
+                ..cfg.clone()
+            },
+            Constitution::default_constitution(),
+            "emit_every_round",
+            "false",
+            "true",
+        ),
+        (
+            RevisionConfig {
+                replacement: Replacement::Without,
+                ..cfg.clone()
+            },
+            Constitution::default_constitution(),
+            "replacement",
+            "with",
+            "without",
+        ),
+        (
+            cfg.clone(),
+            other.clone(),
+            "constitution",
+            &constitution_fingerprint(&Constitution::default_constitution()),
+            &constitution_fingerprint(&other),
+        ),
+    ];
+    for (c, constitution, want_field, want_found, want_expected) in &cases {
+        let e = run_revision(&TestGen::new(), constitution, &ps, c, &out).unwrap_err();
+        let RevisionError::SettingsMismatch {
+            line,
+            field,
+            found,
+            expected,
+            ..
+        } = &e
+        else {
+            panic!("{want_field}: not a settings mismatch: {e}");
+        };
+        assert_eq!(
+            (*line, field.as_str(), found.as_str(), expected.as_str()),
+            (1, *want_field, *want_found, *want_expected),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        before,
+        "a refused resume leaves the output as it was"
+    );
+
+    // The same settings resume as before (a limit is not a record setting).
+    let s = run(&TestGen::new(), &ps, &cfg, &out).unwrap();
+    assert_eq!((s.skipped, s.done), (3, 4));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(&reference).unwrap()
+    );
+}
+
+#[test]
+fn the_dropped_file_is_checked_too() {
+    let (_d, out) = tmp();
+    let cfg = RevisionConfig {
+        degenerate: DegeneratePolicy::Drop,
+        ..config(2, 3)
+    };
+    run(&TestGen::new(), &marked_prompts(), &cfg, &out).unwrap();
+    // Start the output over but forget the dropped file.
+    std::fs::remove_file(&out).unwrap();
+    let e = run(
+        &TestGen::new(),
+        &marked_prompts(),
+        &RevisionConfig { seed: 9, ..cfg },
+        &out,
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("out.dropped.jsonl:1: this record was written with seed = 7"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_file_written_before_the_settings_fields_still_resumes() {
+    let ps = prompts(7);
+    let cfg = config(2, 3);
+    let (_d, reference) = tmp();
+    run(&TestGen::new(), &ps, &cfg, &reference).unwrap();
+    // An output of 4 records as an older version wrote them: without
+    // `emit_every_round`, `replacement` and `constitution`.
+    let (_d2, out) = tmp();
+    let old: String = std::fs::read_to_string(&reference)
+        .unwrap()
+        .lines()
+        .take(4)
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let map = v.as_object_mut().unwrap();
+            for key in ["emit_every_round", "replacement", "constitution"] {
+                assert!(map.remove(key).is_some(), "{key}");
+            }
+            serde_json::to_string(&v).unwrap() + "\n"
+        })
+        .collect();
+    std::fs::write(&out, &old).unwrap();
+    let recs = read_records(&out).unwrap();
+    assert_eq!(recs.len(), 4);
+    assert_eq!(
+        (
+            recs[0].emit_every_round,
+            recs[0].replacement,
+            &recs[0].constitution
+        ),
+        (None, None, &None)
+    );
+
+    // What the old records do not store is not held against them (a constitution edit
+    // and `replacement` are accepted); what they store still is.
+    let mut edited = Constitution::default_constitution();
+    edited.principles[0].critique.push_str(" Be specific.");
+    let lenient = RevisionConfig {
+        replacement: Replacement::Without,
+        limit: Some(4),
+        ..cfg.clone()
+    };
+    let s = run_revision(&TestGen::new(), &edited, &ps, &lenient, &out).unwrap();
+    assert_eq!((s.skipped, s.done), (4, 0));
+    let e = run(&TestGen::new(), &ps, &config(3, 3), &out).unwrap_err();
+    assert!(
+        matches!(&e, RevisionError::SettingsMismatch { field, .. } if field == "rounds"),
+        "{e}"
+    );
+
+    // The same settings resume: the new records have the new fields, the old ones are
+    // kept as they were.
+    let s = run(&TestGen::new(), &ps, &cfg, &out).unwrap();
+    assert_eq!((s.skipped, s.done), (4, 3));
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert!(got.starts_with(&old));
+    assert_eq!(
+        got.lines().skip(4).collect::<Vec<_>>(),
+        std::fs::read_to_string(&reference)
+            .unwrap()
+            .lines()
+            .skip(4)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn the_constitution_fingerprint_covers_the_critique_stage_only() {
+    let base = Constitution::default_constitution();
+    let fp = constitution_fingerprint(&base);
+    assert_eq!(fp.len(), 16);
+    assert!(fp.chars().all(|c| c.is_ascii_hexdigit()), "{fp}");
+    assert_eq!(constitution_fingerprint(&base.clone()), fp);
+
+    let mut c = base.clone();
+    c.principles[1].weight = 2.0;
+    assert_ne!(constitution_fingerprint(&c), fp, "weights shape the draws");
+    let mut c = base.clone();
+    c.principles.swap(0, 1);
+    assert_ne!(constitution_fingerprint(&c), fp, "order shapes the draws");
+    assert!(!base.critique_exemplars.is_empty());
+    let mut c = base.clone();
+    c.critique_exemplars[0].rounds[0].critique.push('!');
+    assert_ne!(
+        constitution_fingerprint(&c),
+        fp,
+        "exemplars shape the prompts"
+    );
+    let mut c = base.clone();
+    c.critique_exemplars[0].id.push_str("-renamed");
+    assert_eq!(
+        constitution_fingerprint(&c),
+        fp,
+        "exemplar ids are not rendered"
+    );
+    let mut c = base.clone();
+    c.comparisons.clear();
+    c.comparison_exemplars.clear();
+    assert_eq!(
+        constitution_fingerprint(&c),
+        fp,
+        "the feedback stage is not in it"
     );
 }

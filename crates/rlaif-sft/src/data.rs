@@ -1,0 +1,443 @@
+//! Training examples: read from JSON Lines, split into train / held-out, mixed.
+//!
+//! A line of a data file is one of (the first that applies):
+//!
+//! 1. A record of `rlaif-revision` (it has an `sft` list): one example per
+//!    `{"prompt", "completion"}` pair, with the prompt the model answered
+//!    ([`rlaif_revision::run::initial_prompt`] in the record's `format`).
+//! 2. `{"messages": [...]}` (Hugging Face / TRL conversational language modelling): the
+//!    last message must be the assistant's; it is the completion, the messages before it
+//!    are the prompt.
+//! 3. `{"prompt": ..., "completion": ...}` (TRL prompt-completion): strings, or lists of
+//!    messages (conversational: the completion is one assistant message). A string prompt
+//!    is a user message when the line's `format` (or the reader's default) is `chat`, raw
+//!    text when it is `raw`.
+//!
+//! `id` (a string) is optional; without it the id is `<file stem>:<line>`. Loss is taken
+//! on the completion only (see [`crate::encode`]).
+
+use crate::error::{Result, SftError};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rlaif_constitution::PromptFormat;
+use rlaif_core::{Conversation, Message, Prompt, Role};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// Where an example came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The data file (`<memory>` for examples built in code).
+    pub file: PathBuf,
+    /// 1-based line (0 for examples built in code).
+    pub line: usize,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Self {
+            file: PathBuf::from("<memory>"),
+            line: 0,
+        }
+    }
+}
+
+/// One supervised example: a prompt and the completion to learn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SftExample {
+    /// Unique within its file (`<record id>#<k>` for the k-th pair of a revision record
+    /// with several).
+    pub id: String,
+    /// The label of the set it belongs to (`"revision"`, `"helpful"`, ...): held-out losses
+    /// are reported per source.
+    pub source: String,
+    /// What the model is asked.
+    pub prompt: Prompt,
+    /// The text to learn: the assistant's reply (chat), or the continuation of the raw
+    /// prompt.
+    pub completion: String,
+    /// File and line.
+    pub origin: Origin,
+}
+
+impl SftExample {
+    /// A chat example: one user message and the assistant's reply.
+    pub fn chat(id: impl Into<String>, user: &str, reply: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            source: "memory".into(),
+            prompt: Prompt::Chat(Conversation::new().user(user)),
+            completion: reply.into(),
+            origin: Origin::default(),
+        }
+    }
+
+    /// The same example labelled with another source.
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+}
+
+/// Reads a data file (see the module docs for the line formats). String prompts without a
+/// `format` field use `default_format`. Every example gets `source`.
+pub fn read_examples(
+    path: impl AsRef<Path>,
+    source: &str,
+    default_format: PromptFormat,
+) -> Result<Vec<SftExample>> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| SftError::io(path, e))?;
+    parse_examples(&text, path, source, default_format)
+}
+
+/// [`read_examples`] on text already read; `file` names it in errors.
+pub fn parse_examples(
+    text: &str,
+    file: &Path,
+    source: &str,
+    default_format: PromptFormat,
+) -> Result<Vec<SftExample>> {
+    let stem = file
+        .file_stem()
+        .map_or_else(|| "data".into(), |s| s.to_string_lossy().into_owned());
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(raw).map_err(|e| SftError::DataSyntax {
+            file: file.to_path_buf(),
+            line,
+            message: format!("not JSON: {e}"),
+        })?;
+        let Value::Object(obj) = value else {
+            return Err(SftError::DataSyntax {
+                file: file.to_path_buf(),
+                line,
+                message: "expected a JSON object".into(),
+            });
+        };
+        let ctx = LineCtx { file, line };
+        let before = out.len();
+        parse_line(&obj, &ctx, &stem, source, default_format, &mut out)?;
+        for ex in &out[before..] {
+            if let Some(first) = seen.insert(ex.id.clone(), line) {
+                return Err(ctx.field(
+                    "id",
+                    format!("duplicate id `{}` (first on line {first})", ex.id),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct LineCtx<'a> {
+    file: &'a Path,
+    line: usize,
+}
+
+impl LineCtx<'_> {
+    fn field(&self, field: impl Into<String>, message: impl Into<String>) -> SftError {
+        SftError::DataField {
+            file: self.file.to_path_buf(),
+            line: self.line,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn origin(&self) -> Origin {
+        Origin {
+            file: self.file.to_path_buf(),
+            line: self.line,
+        }
+    }
+
+    fn string<'v>(&self, obj: &'v Map<String, Value>, key: &str) -> Result<&'v str> {
+        match obj.get(key) {
+            None => Err(self.field(key, "missing")),
+            Some(Value::String(s)) if s.trim().is_empty() => Err(self.field(key, "is empty")),
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(self.field(key, "expected a string")),
+        }
+    }
+
+    fn messages(&self, v: &Value, key: &str) -> Result<Vec<Message>> {
+        let Value::Array(items) = v else {
+            return Err(self.field(key, "expected a list of messages"));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(k, m)| {
+                let at = format!("{key}[{k}]");
+                let Value::Object(m) = m else {
+                    return Err(self.field(at, "expected a {\"role\", \"content\"} object"));
+                };
+                let role = match m.get("role").and_then(Value::as_str) {
+                    Some("system") => Role::System,
+                    Some("user") => Role::User,
+                    Some("assistant") => Role::Assistant,
+                    Some(other) => {
+                        return Err(self.field(
+                            format!("{at}.role"),
+                            format!("unknown role `{other}` (system, user, assistant)"),
+                        ));
+                    }
+                    None => return Err(self.field(format!("{at}.role"), "missing or not a string")),
+                };
+                let content = m.get("content").and_then(Value::as_str).ok_or_else(|| {
+                    self.field(format!("{at}.content"), "missing or not a string")
+                })?;
+                Ok(Message {
+                    role,
+                    content: content.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    fn format(&self, obj: &Map<String, Value>, default: PromptFormat) -> Result<PromptFormat> {
+        match obj.get("format") {
+            None => Ok(default),
+            Some(Value::String(s)) if s == "chat" => Ok(PromptFormat::Chat),
+            Some(Value::String(s)) if s == "raw" => Ok(PromptFormat::Raw),
+            Some(other) => Err(self.field(
+                "format",
+                format!("expected \"chat\" or \"raw\", found {other}"),
+            )),
+        }
+    }
+}
+
+fn parse_line(
+    obj: &Map<String, Value>,
+    ctx: &LineCtx<'_>,
+    stem: &str,
+    source: &str,
+    default_format: PromptFormat,
+    out: &mut Vec<SftExample>,
+) -> Result<()> {
+    let id = match obj.get("id") {
+        None => format!("{stem}:{}", ctx.line),
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(_) => return Err(ctx.field("id", "expected a non-empty string")),
+    };
+    let format = ctx.format(obj, default_format)?;
+    let mut push = |id: String, prompt: Prompt, completion: String| {
+        out.push(SftExample {
+            id,
+            source: source.to_string(),
+            prompt,
+            completion,
+            origin: ctx.origin(),
+        })
+    };
+    let text_prompt = |p: &str| match format {
+        PromptFormat::Chat => Prompt::Chat(Conversation::new().user(p)),
+        // The raw format of the revision loop; the completion follows a space.
+        PromptFormat::Raw => rlaif_revision::run::initial_prompt(format, p),
+    };
+    let text_completion = |c: &str| match format {
+        PromptFormat::Chat => c.to_string(),
+        PromptFormat::Raw => format!(" {}", c.trim_start()),
+    };
+
+    if let Some(sft) = obj.get("sft") {
+        // A record of rlaif-revision.
+        let Value::Array(pairs) = sft else {
+            return Err(ctx.field(
+                "sft",
+                "expected a list of {\"prompt\", \"completion\"} pairs",
+            ));
+        };
+        if pairs.is_empty() {
+            return Err(ctx.field("sft", "is empty"));
+        }
+        let several = pairs.len() > 1;
+        for (k, pair) in pairs.iter().enumerate() {
+            let Value::Object(pair) = pair else {
+                return Err(ctx.field(format!("sft[{k}]"), "expected an object"));
+            };
+            let sub = |f: &str| format!("sft[{k}].{f}");
+            let p = ctx
+                .string(pair, "prompt")
+                .map_err(|_| ctx.field(sub("prompt"), "missing, empty or not a string"))?;
+            let c = ctx
+                .string(pair, "completion")
+                .map_err(|_| ctx.field(sub("completion"), "missing, empty or not a string"))?;
+            let id = if several {
+                format!("{id}#{k}")
+            } else {
+                id.clone()
+            };
+            push(id, text_prompt(p), text_completion(c));
+        }
+        return Ok(());
+    }
+
+    if let Some(messages) = obj.get("messages") {
+        let mut msgs = ctx.messages(messages, "messages")?;
+        let n = msgs.len();
+        let last = msgs
+            .pop()
+            .ok_or_else(|| ctx.field("messages", "is empty"))?;
+        if last.role != Role::Assistant {
+            return Err(ctx.field(
+                format!("messages[{}].role", n - 1),
+                "the last message must be the assistant's (it is what is learnt)",
+            ));
+        }
+        if msgs.is_empty() {
+            return Err(ctx.field(
+                "messages",
+                "needs at least one message before the assistant's",
+            ));
+        }
+        if last.content.trim().is_empty() {
+            return Err(ctx.field(format!("messages[{}].content", n - 1), "is empty"));
+        }
+        push(
+            id,
+            Prompt::Chat(Conversation { messages: msgs }),
+            last.content,
+        );
+        return Ok(());
+    }
+
+    let prompt = obj.get("prompt").ok_or_else(|| {
+        ctx.field(
+            "prompt",
+            "missing (a line needs `sft`, `messages` or `prompt` + `completion`)",
+        )
+    })?;
+    let completion = obj
+        .get("completion")
+        .ok_or_else(|| ctx.field("completion", "missing"))?;
+    let prompt = match prompt {
+        Value::String(_) => text_prompt(ctx.string(obj, "prompt")?),
+        Value::Array(_) => {
+            if obj.get("format").and_then(Value::as_str) == Some("raw") {
+                return Err(ctx.field(
+                    "format",
+                    "a list of messages is a chat prompt, not raw text",
+                ));
+            }
+            let msgs = ctx.messages(prompt, "prompt")?;
+            if msgs.is_empty() {
+                return Err(ctx.field("prompt", "is empty"));
+            }
+            Prompt::Chat(Conversation { messages: msgs })
+        }
+        _ => return Err(ctx.field("prompt", "expected a string or a list of messages")),
+    };
+    let completion = match completion {
+        Value::String(_) => {
+            let c = ctx.string(obj, "completion")?;
+            match prompt {
+                Prompt::Chat(_) => c.to_string(),
+                Prompt::Text(_) => text_completion(c),
+            }
+        }
+        Value::Array(_) => {
+            let msgs = ctx.messages(completion, "completion")?;
+            match msgs.as_slice() {
+                [m] if m.role == Role::Assistant && !m.content.trim().is_empty() => {
+                    m.content.clone()
+                }
+                _ => {
+                    return Err(ctx.field(
+                        "completion",
+                        "expected exactly one non-empty assistant message",
+                    ));
+                }
+            }
+        }
+        _ => return Err(ctx.field("completion", "expected a string or a list with one message")),
+    };
+    push(id, prompt, completion);
+    Ok(())
+}
+
+/// Splits `examples` into (train, held-out): a seeded shuffle, then the first
+/// `round(eval_fraction · n)` examples are held out (at least one when `eval_fraction > 0`
+/// and there are at least two examples; never all of them).
+pub fn split_eval(
+    mut examples: Vec<SftExample>,
+    eval_fraction: f64,
+    seed: u64,
+) -> (Vec<SftExample>, Vec<SftExample>) {
+    let n = examples.len();
+    let mut k = (eval_fraction * n as f64).round() as usize;
+    if eval_fraction > 0.0 && n >= 2 {
+        k = k.clamp(1, n - 1);
+    } else {
+        k = k.min(n.saturating_sub(1));
+    }
+    examples.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_E7A1));
+    let train = examples.split_off(k);
+    (train, examples)
+}
+
+/// Mixes `helpful` examples into `primary`: `round(helpful_ratio · primary.len())` helpful
+/// examples are added, drawn without replacement in a seeded order and cycled through again
+/// (upsampled) when more are asked for than there are. `helpful_ratio = 0` leaves the
+/// primary set alone. The order of the result does not matter: training shuffles.
+pub fn mix(
+    primary: Vec<SftExample>,
+    helpful: &[SftExample],
+    helpful_ratio: f64,
+    seed: u64,
+) -> Vec<SftExample> {
+    let want = (helpful_ratio.max(0.0) * primary.len() as f64).round() as usize;
+    let mut out = primary;
+    if helpful.is_empty() || want == 0 {
+        return out;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4E1F_0000);
+    let mut order: Vec<usize> = (0..helpful.len()).collect();
+    let mut taken = 0;
+    while taken < want {
+        order.shuffle(&mut rng);
+        for &i in order.iter().take(want - taken) {
+            out.push(helpful[i].clone());
+            taken += 1;
+        }
+    }
+    out
+}
+
+/// A training set and its held-out split.
+#[derive(Debug, Clone, Default)]
+pub struct SftData {
+    /// What is trained on.
+    pub train: Vec<SftExample>,
+    /// The held-out examples whose loss is reported.
+    pub eval: Vec<SftExample>,
+}
+
+impl SftData {
+    /// The usual stage-1 set: `revisions` and `helpful` are each split into train and
+    /// held-out parts first (so an upsampled helpful example can't be on both sides), then
+    /// helpful examples are mixed into each part at `helpful_ratio` per revision example.
+    pub fn build(
+        revisions: Vec<SftExample>,
+        helpful: Vec<SftExample>,
+        helpful_ratio: f64,
+        eval_fraction: f64,
+        seed: u64,
+    ) -> Self {
+        let (rev_train, rev_eval) = split_eval(revisions, eval_fraction, seed);
+        let (help_train, help_eval) = split_eval(helpful, eval_fraction, seed.wrapping_add(1));
+        Self {
+            train: mix(rev_train, &help_train, helpful_ratio, seed),
+            eval: mix(rev_eval, &help_eval, helpful_ratio, seed.wrapping_add(1)),
+        }
+    }
+}
