@@ -13,7 +13,11 @@
 //!   comparison principles, few-shot exemplars), its TOML and paper JSON formats, seeded
 //!   principle sampling, and the critique / revision / comparison prompts.
 //! - [`revision`] (`rlaif-revision`): the critique → revision loop (batched, seeded,
-//!   resumable JSON Lines traces with SFT and preference views, degenerate-output handling).
+//!   resumable JSON Lines traces with SFT and preference views, degenerate-output handling)
+//!   and helpful samples.
+//! - [`sft`] (`rlaif-sft`): the supervised stage: fine-tuning on revisions mixed with
+//!   helpful samples (completion-only loss, AdamW, schedule, clipping, accumulation,
+//!   held-out loss, resumable checkpoints, Hugging Face directory out).
 //!
 //! ```no_run
 //! use rlaif::core::{Conversation, SamplingParams};
@@ -30,3 +34,4 @@ pub use rlaif_core as core;
 pub use rlaif_kernels as kernels;
 pub use rlaif_lm as lm;
 pub use rlaif_revision as revision;
+pub use rlaif_sft as sft;

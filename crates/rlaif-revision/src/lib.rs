@@ -15,6 +15,8 @@
 //!   a time, a rerun skips the ids already written, after checking that they were
 //!   written with the same settings), deterministic for a given seed and batch size (see
 //!   [`run`]), with a progress bar (prompts done, tokens/s, ETA) and a [`RunSummary`].
+//! - [`sample_responses`]: the model's own answers to (helpful) prompts, in TRL's
+//!   prompt-completion format: the helpful samples the supervised stage mixes in.
 //! - [`degenerate`]: detectors of empty outputs, echoes of the request and runaway
 //!   repetition; such outputs are retried or the prompt is dropped, by policy.
 //! - [`writer`]: the append-and-flush JSON Lines writer, tolerant of a line cut short by
@@ -115,6 +117,7 @@ mod error;
 pub mod prompts_io;
 pub mod record;
 pub mod run;
+pub mod samples;
 pub mod writer;
 
 pub use config::{DegeneratePolicy, RevisionConfig};
@@ -125,4 +128,5 @@ pub use record::{DegenerateEvent, DroppedRecord, RevisionRecord, RoundRecord, Sf
 pub use run::{
     DegenerateCounts, RunSummary, constitution_fingerprint, run_revision, run_revision_until,
 };
+pub use samples::{SampleRecord, sample_responses};
 pub use writer::{JsonlWriter, dropped_path, read_records};

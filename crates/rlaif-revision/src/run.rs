@@ -76,7 +76,7 @@ pub struct DegenerateCounts {
 }
 
 impl DegenerateCounts {
-    fn add(&mut self, kind: DegenerateKind) {
+    pub(crate) fn add(&mut self, kind: DegenerateKind) {
         match kind {
             DegenerateKind::Empty => self.empty += 1,
             DegenerateKind::Echo => self.echo += 1,

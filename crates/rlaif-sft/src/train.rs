@@ -78,6 +78,9 @@ pub struct SftReport {
     pub first_loss: Option<f64>,
     /// Mean completion-token loss of this session's last step.
     pub last_loss: Option<f64>,
+    /// Mean completion-token training loss of each epoch (of this session's steps), by
+    /// epoch from 0.
+    pub epoch_losses: BTreeMap<usize, f64>,
     /// Held-out losses of this session.
     pub evals: Vec<EvalResult>,
     /// Completion tokens trained on per second in this session.
@@ -340,6 +343,7 @@ pub fn train(
         eval: eval_stats,
         first_loss: None,
         last_loss: None,
+        epoch_losses: BTreeMap::new(),
         evals: vec![],
         tokens_per_second: 0.0,
         checkpoint: None,
@@ -363,6 +367,7 @@ pub fn train(
     let mut session_tokens = 0usize;
     let mut order: (usize, Vec<usize>) = (usize::MAX, vec![]);
     let mut last_saved = resumed_from;
+    let mut epoch_sums: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
     while step < total {
         if stop.load(Ordering::SeqCst) {
             report.interrupted = true;
@@ -442,6 +447,12 @@ pub fn train(
         session_tokens += n_tokens;
         report.first_loss.get_or_insert(loss);
         report.last_loss = Some(loss);
+        let e = epoch_sums.entry(epoch).or_default();
+        (e.0, e.1) = (e.0 + loss * n_tokens as f64, e.1 + n_tokens);
+        report.epoch_losses = epoch_sums
+            .iter()
+            .map(|(&k, &(s, n))| (k, s / n.max(1) as f64))
+            .collect();
         log.write(&LogEntry::Step {
             step,
             epoch,

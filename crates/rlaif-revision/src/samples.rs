@@ -1,0 +1,276 @@
+//! Helpful samples: the model's own answers to (helpful) prompts, which the supervised
+//! stage mixes into the revisions so that the model stays helpful (Bai et al. 2022, §3.1:
+//! the SL-CAI model is fine-tuned on revisions and on helpfulness samples).
+//!
+//! One JSON line per prompt ([`SampleRecord`]), in TRL's prompt-completion format plus the
+//! prompt's id, category and the run's seed and format:
+//!
+//! ```json
+//! {"id": "hp-0001", "category": "cooking", "index": 0, "prompt": "<user message>",
+//!  "completion": "<answer>", "seed": 0, "format": "chat"}
+//! ```
+//!
+//! The run uses the response settings of a [`RevisionConfig`] (temperature, top-p, top-k,
+//! `max_new_tokens_response`, batch size, seed, degenerate policy, format, limit); the
+//! critique / revision settings are not used. Like the revision loop it is batched in
+//! fixed chunks of the prompt file, seeded per chunk, resumable (a chunk is written at
+//! once and a rerun generates only the chunks with a missing id, writing the missing
+//! records), and stoppable between chunks.
+
+use crate::config::RevisionConfig;
+use crate::degenerate::detect;
+use crate::error::{Result, RevisionError};
+use crate::prompts_io::PromptRecord;
+use crate::record::{DegenerateEvent, Stage};
+use crate::run::{RunSummary, derive_seed, initial_prompt};
+use crate::writer::JsonlWriter;
+use rlaif_constitution::PromptFormat;
+use rlaif_core::{Generator, Prompt};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// One sampled answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRecord {
+    /// The prompt id.
+    pub id: String,
+    /// The prompt category, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// The index of the prompt in its file.
+    pub index: usize,
+    /// The user prompt.
+    pub prompt: String,
+    /// The model's answer.
+    pub completion: String,
+    /// Degenerate outputs met (and regenerated) on the way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degenerate: Vec<DegenerateEvent>,
+    /// The run's seed.
+    pub seed: u64,
+    /// The prompt format used.
+    pub format: PromptFormat,
+}
+
+/// Samples one answer per prompt with `generator`, appending [`SampleRecord`]s to
+/// `output` and skipping prompts already there; stops between chunks once `stop` is set.
+/// A prompt whose answer is still degenerate after the policy's attempts is left out
+/// (counted in `dropped`; a rerun tries it again with the same seeds, so it stays out).
+pub fn sample_responses<G: Generator + ?Sized>(
+    generator: &G,
+    prompts: &[PromptRecord],
+    config: &RevisionConfig,
+    output: &Path,
+    stop: &AtomicBool,
+) -> Result<RunSummary> {
+    config.validate()?;
+    let start = Instant::now();
+    let prompts = &prompts[..config.limit.unwrap_or(usize::MAX).min(prompts.len())];
+    let (mut out, done) = JsonlWriter::open_checked(output, |line, record| {
+        match record.get("seed").and_then(serde_json::Value::as_u64) {
+            Some(seed) if seed != config.seed => Err(RevisionError::SettingsMismatch {
+                file: output.to_path_buf(),
+                line,
+                field: "seed".into(),
+                found: seed.to_string(),
+                expected: config.seed.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    })?;
+    let done: HashSet<String> = done.into_iter().collect();
+    let mut summary = RunSummary {
+        total: prompts.len(),
+        ..RunSummary::default()
+    };
+    for (chunk, batch) in prompts.chunks(config.batch_size).enumerate() {
+        let base = chunk * config.batch_size;
+        if batch.iter().all(|p| done.contains(&p.id)) {
+            summary.skipped += batch.len();
+            continue;
+        }
+        if stop.load(Ordering::SeqCst) {
+            summary.stopped = true;
+            break;
+        }
+        // (row in the chunk, answer, degenerate events) of the finished rows.
+        let mut answers: Vec<Option<String>> = vec![None; batch.len()];
+        let mut events: Vec<Vec<DegenerateEvent>> = vec![vec![]; batch.len()];
+        let mut todo: Vec<usize> = (0..batch.len()).collect();
+        for attempt in 0..config.degenerate.max_attempts() {
+            if todo.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                summary.retried += todo.len();
+            }
+            let seed = derive_seed(&[config.seed, chunk as u64, 0x5A4D, attempt as u64]);
+            let params = config.sampling(config.max_new_tokens_response, seed);
+            let asked: Vec<Prompt> = todo
+                .iter()
+                .map(|&i| initial_prompt(config.format, &batch[i].prompt))
+                .collect();
+            let got = generator.generate(&asked, &params)?;
+            summary.generator_calls += 1;
+            if got.len() != asked.len() {
+                return Err(RevisionError::CompletionCount {
+                    expected: asked.len(),
+                    got: got.len(),
+                });
+            }
+            summary.tokens += got.iter().map(|c| c.token_ids.len()).sum::<usize>();
+            let mut still = vec![];
+            for (&i, c) in todo.iter().zip(got) {
+                let text = c.text.trim().to_string();
+                match detect(&text, &[&batch[i].prompt]) {
+                    None => answers[i] = Some(text),
+                    Some(kind) => {
+                        summary.degenerate.add(kind);
+                        events[i].push(DegenerateEvent {
+                            stage: Stage::Response,
+                            round: None,
+                            kind,
+                            attempt,
+                        });
+                        still.push(i);
+                    }
+                }
+            }
+            todo = still;
+        }
+        for (i, p) in batch.iter().enumerate() {
+            let Some(completion) = answers[i].take() else {
+                summary.dropped += 1;
+                continue;
+            };
+            if done.contains(&p.id) {
+                summary.skipped += 1;
+                continue;
+            }
+            out.append(&SampleRecord {
+                id: p.id.clone(),
+                category: p.category.clone(),
+                index: base + i,
+                prompt: p.prompt.clone(),
+                completion,
+                degenerate: std::mem::take(&mut events[i]),
+                seed: config.seed,
+                format: config.format,
+            })?;
+            summary.done += 1;
+        }
+        out.sync()?;
+    }
+    summary.elapsed = start.elapsed();
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rlaif_core::{Completion, FinishReason, SamplingParams};
+    use std::sync::Mutex;
+
+    /// Answers "Answer to <prompt> (seed <seed>)", except that the prompt "echo me" is
+    /// echoed the first two times it is asked; counts the prompts it is asked.
+    struct Toy(Mutex<usize>, Mutex<usize>);
+
+    impl Generator for Toy {
+        fn generate(
+            &self,
+            prompts: &[Prompt],
+            params: &SamplingParams,
+        ) -> rlaif_core::Result<Vec<Completion>> {
+            *self.0.lock().unwrap() += prompts.len();
+            Ok(prompts
+                .iter()
+                .map(|p| {
+                    let Prompt::Chat(c) = p else {
+                        panic!("chat prompts")
+                    };
+                    let user = &c.messages[0].content;
+                    let echoes = &mut *self.1.lock().unwrap();
+                    let text = if user == "echo me" && *echoes < 2 {
+                        *echoes += 1;
+                        user.clone()
+                    } else {
+                        format!("Answer to {user} (seed {})", params.seed % 1000)
+                    };
+                    Completion {
+                        text,
+                        token_ids: vec![1; 4],
+                        logprobs: vec![0.0; 4],
+                        finish_reason: FinishReason::Eos,
+                    }
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn samples_are_written_resumed_and_retried() {
+        let prompts: Vec<PromptRecord> = ["bread", "echo me", "tea", "maps", "soup"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PromptRecord::new(format!("hp-{i}"), *p))
+            .collect();
+        let config = RevisionConfig {
+            batch_size: 2,
+            progress: false,
+            degenerate: crate::DegeneratePolicy::Retry { max_attempts: 8 },
+            ..RevisionConfig::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("helpful.jsonl");
+        let toy = Toy(Mutex::new(0), Mutex::new(0));
+        let s = sample_responses(&toy, &prompts, &config, &out, &AtomicBool::new(false)).unwrap();
+        assert_eq!((s.done, s.dropped, s.skipped), (5, 0, 0));
+        assert_eq!((s.retried, s.degenerate.echo), (2, 2));
+        let text = std::fs::read_to_string(&out).unwrap();
+        let recs: Vec<SampleRecord> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            recs.iter().map(|r| r.index).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4]
+        );
+        assert!(recs[1].completion.starts_with("Answer to echo me"));
+        assert_eq!(recs[1].degenerate.len(), s.retried);
+        assert!(recs[0].degenerate.is_empty());
+
+        // Cut the last chunk's record away: a rerun regenerates that chunk only, with the
+        // same seed, so the file is restored byte for byte.
+        let kept: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&out, kept).unwrap();
+        let asked_before = *toy.0.lock().unwrap();
+        let s = sample_responses(&toy, &prompts, &config, &out, &AtomicBool::new(false)).unwrap();
+        assert_eq!((s.done, s.skipped), (1, 4));
+        assert_eq!(
+            *toy.0.lock().unwrap() - asked_before,
+            1,
+            "only the unfinished chunk"
+        );
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+
+        // Another seed can't resume onto this file.
+        let other = RevisionConfig {
+            seed: 9,
+            ..config.clone()
+        };
+        let err =
+            sample_responses(&toy, &prompts, &other, &out, &AtomicBool::new(false)).unwrap_err();
+        assert!(
+            matches!(err, RevisionError::SettingsMismatch { ref field, line: 1, .. } if field == "seed"),
+            "{err}"
+        );
+
+        // A stop flag set before the start writes nothing new.
+        let fresh = dir.path().join("stopped.jsonl");
+        let s = sample_responses(&toy, &prompts, &config, &fresh, &AtomicBool::new(true)).unwrap();
+        assert!(s.stopped && s.done == 0);
+    }
+}
