@@ -199,9 +199,10 @@ impl SftConfig {
             .unwrap_or_else(|| self.epochs * n.div_ceil(self.effective_batch()))
     }
 
-    /// Warm-up steps out of `total`.
+    /// Warm-up steps out of `total` (at most `total − 1`, so the peak is reached).
     pub fn warmup(&self, total: usize) -> usize {
         self.warmup_steps
             .unwrap_or_else(|| (self.warmup_ratio * total as f64).ceil() as usize)
+            .min(total.saturating_sub(1))
     }
 }
