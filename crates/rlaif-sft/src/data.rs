@@ -50,6 +50,9 @@ pub struct SftExample {
     /// Unique within its file (`<record id>#<k>` for the k-th pair of a revision record
     /// with several).
     pub id: String,
+    /// Examples of one group are kept on the same side of the held-out split: the record
+    /// id for the pairs of a revision record, else the example id.
+    pub group: String,
     /// The label of the set it belongs to (`"revision"`, `"helpful"`, ...): held-out losses
     /// are reported per source.
     pub source: String,
@@ -65,8 +68,10 @@ pub struct SftExample {
 impl SftExample {
     /// A chat example: one user message and the assistant's reply.
     pub fn chat(id: impl Into<String>, user: &str, reply: impl Into<String>) -> Self {
+        let id = id.into();
         Self {
-            id: id.into(),
+            group: id.clone(),
+            id,
             source: "memory".into(),
             prompt: Prompt::Chat(Conversation::new().user(user)),
             completion: reply.into(),
@@ -230,9 +235,11 @@ fn parse_line(
         Some(_) => return Err(ctx.field("id", "expected a non-empty string")),
     };
     let format = ctx.format(obj, default_format)?;
+    let group = id.clone();
     let mut push = |id: String, prompt: Prompt, completion: String| {
         out.push(SftExample {
             id,
+            group: group.clone(),
             source: source.to_string(),
             prompt,
             completion,
@@ -365,24 +372,33 @@ fn parse_line(
     Ok(())
 }
 
-/// Splits `examples` into (train, held-out): a seeded shuffle, then the first
-/// `round(eval_fraction · n)` examples are held out (at least one when `eval_fraction > 0`
-/// and there are at least two examples; never all of them).
+/// Splits `examples` into (train, held-out) by group (the pairs of one revision record
+/// stay together, so no prompt is on both sides): a seeded shuffle of the groups, then the
+/// first `round(eval_fraction · groups)` groups are held out (at least one when
+/// `eval_fraction > 0` and there are at least two groups; never all of them).
 pub fn split_eval(
-    mut examples: Vec<SftExample>,
+    examples: Vec<SftExample>,
     eval_fraction: f64,
     seed: u64,
 ) -> (Vec<SftExample>, Vec<SftExample>) {
-    let n = examples.len();
+    let mut groups: Vec<&str> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for e in &examples {
+        if seen.insert(e.group.as_str()) {
+            groups.push(&e.group);
+        }
+    }
+    let n = groups.len();
     let mut k = (eval_fraction * n as f64).round() as usize;
     if eval_fraction > 0.0 && n >= 2 {
         k = k.clamp(1, n - 1);
     } else {
         k = k.min(n.saturating_sub(1));
     }
-    examples.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_E7A1));
-    let train = examples.split_off(k);
-    (train, examples)
+    groups.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_E7A1));
+    let held: std::collections::HashSet<String> =
+        groups[..k].iter().map(|g| g.to_string()).collect();
+    examples.into_iter().partition(|e| !held.contains(&e.group))
 }
 
 /// Mixes `helpful` examples into `primary`: `round(helpful_ratio · primary.len())` helpful

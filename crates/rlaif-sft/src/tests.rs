@@ -620,6 +620,18 @@ fn split_and_mix_are_seeded_and_honour_the_ratio() {
     // No helpful example is on both sides.
     let train_ids: std::collections::HashSet<_> = d1.train.iter().map(|e| &e.id).collect();
     assert!(d1.eval.iter().all(|e| !train_ids.contains(&e.id)));
+    // The pairs of one revision record stay on one side.
+    let text: String = (0..10)
+        .map(|i| format!("{{\"id\": \"r{i}\", \"sft\": [{{\"prompt\": \"p{i}\", \"completion\": \"a\"}}, {{\"prompt\": \"p{i}\", \"completion\": \"b\"}}]}}\n"))
+        .collect();
+    let ex = parse_examples(&text, Path::new("r.jsonl"), "revision", PromptFormat::Chat).unwrap();
+    for seed in 0..20 {
+        let (train, eval) = crate::split_eval(ex.clone(), 0.3, seed);
+        assert_eq!((train.len(), eval.len()), (14, 6));
+        let groups: std::collections::HashSet<_> = eval.iter().map(|e| &e.group).collect();
+        assert_eq!(groups.len(), 3);
+        assert!(train.iter().all(|e| !groups.contains(&e.group)));
+    }
     // Ratio 0: revisions only.
     assert_eq!(SftData::build(rev, help, 0.0, 0.0, 0).train.len(), 20);
 }
