@@ -169,7 +169,7 @@ fn saved_directory_reloads_with_identical_logits() {
 
 #[test]
 fn resumed_run_equals_an_uninterrupted_one() {
-    let data = SftData::build(revisions(12), revisions(4), 0.5, 0.0, 3);
+    let data = SftData::build(revisions(12), revisions(4), 0.5, 0.25, 3);
     let config = quiet(SftConfig {
         learning_rate: 2e-3,
         batch_size: 2,
@@ -182,8 +182,10 @@ fn resumed_run_equals_an_uninterrupted_one() {
     });
     let a = tempfile::tempdir().unwrap();
     let full = train(lm(3), &data, &config, a.path(), &no_stop()).unwrap();
-    // 12 revisions and 6 helpful examples, 4 per step: 5 steps per epoch.
-    assert_eq!(full.report.total_steps, 10);
+    // Trained: 9 revisions and 5 helpful examples, 4 per step: 4 steps per epoch.
+    assert_eq!((data.train.len(), data.eval.len()), (14, 5));
+    assert_eq!(full.report.total_steps, 8);
+    assert_eq!(full.report.evals.len(), 2);
 
     // A crash after step 4: only the checkpoint of step 4 survived, plus a half-written
     // checkpoint and log lines of steps that will be redone.
@@ -207,7 +209,7 @@ fn resumed_run_equals_an_uninterrupted_one() {
 
     let resumed = train(lm(3), &data, &config, b.path(), &no_stop()).unwrap();
     assert_eq!(resumed.report.resumed_from, Some(4));
-    assert_eq!(resumed.report.steps, 10);
+    assert_eq!(resumed.report.steps, 8);
     assert_eq!(params(&resumed.model.model), params(&full.model.model));
     assert!(!ckpt(b.path(), "step-00000006.partial").exists());
     // The log has each step once.
@@ -218,12 +220,34 @@ fn resumed_run_equals_an_uninterrupted_one() {
             _ => None,
         })
         .collect();
-    assert_eq!(steps, (1..=10).collect::<Vec<_>>());
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+    // The report covers the whole run, the steps before the crash included.
+    assert_eq!(resumed.report.first_loss, full.report.first_loss);
+    assert_eq!(resumed.report.last_loss, full.report.last_loss);
+    assert_eq!(resumed.report.epoch_losses.len(), 2);
+    assert_eq!(resumed.report.evals.len(), full.report.evals.len());
+    for (r, f) in resumed.report.evals.iter().zip(&full.report.evals) {
+        assert_eq!(r.step, f.step);
+        assert!(
+            (r.loss - f.loss).abs() < 1e-12,
+            "held-out loss at step {}",
+            r.step
+        );
+    }
+    for (e, l) in &full.report.epoch_losses {
+        assert!((resumed.report.epoch_losses[e] - l).abs() < 1e-9);
+    }
 
     // A finished run resumed again does nothing more.
     let again = train(lm(3), &data, &config, a.path(), &no_stop()).unwrap();
-    assert_eq!(again.report.resumed_from, Some(10));
-    assert_eq!(again.report.first_loss, None);
+    assert_eq!(again.report.resumed_from, Some(8));
+    assert_eq!(again.report.first_loss, full.report.first_loss);
+    let evals = |r: &crate::SftReport| r.evals.iter().map(|e| e.step).collect::<Vec<_>>();
+    assert_eq!(
+        evals(&again.report),
+        evals(&full.report),
+        "no evaluation is repeated"
+    );
     assert_eq!(params(&again.model.model), params(&full.model.model));
 }
 

@@ -59,7 +59,8 @@ pub struct EvalResult {
     pub by_source: BTreeMap<String, f64>,
 }
 
-/// What a run did. Written to `report.json` in the output directory.
+/// What a run did, over all its sessions (a resumed session reads the earlier ones back
+/// from `log.jsonl`). Written to `report.json` in the output directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SftReport {
     /// Optimizer steps done (in all, including those of earlier sessions).
@@ -74,14 +75,14 @@ pub struct SftReport {
     pub train: EncodeStats,
     /// Held-out set encoding counts.
     pub eval: EncodeStats,
-    /// Mean completion-token loss of this session's first step.
+    /// Mean completion-token loss of the run's first step.
     pub first_loss: Option<f64>,
-    /// Mean completion-token loss of this session's last step.
+    /// Mean completion-token loss of the run's last step so far.
     pub last_loss: Option<f64>,
-    /// Mean completion-token training loss of each epoch (of this session's steps), by
-    /// epoch from 0.
+    /// Mean completion-token training loss of each epoch (token-weighted over its steps),
+    /// by epoch from 0.
     pub epoch_losses: BTreeMap<usize, f64>,
-    /// Held-out losses of this session.
+    /// Held-out losses, in step order.
     pub evals: Vec<EvalResult>,
     /// Completion tokens trained on per second in this session.
     pub tokens_per_second: f64,
@@ -226,18 +227,20 @@ struct Log {
 
 impl Log {
     /// Opens `log.jsonl`, keeping only the entries up to `keep_until` steps (a resumed run
-    /// redoes the steps after its checkpoint).
-    fn open(out_dir: &Path, keep_until: usize) -> Result<Self> {
+    /// redoes the steps after its checkpoint); returns them too.
+    fn open(out_dir: &Path, keep_until: usize) -> Result<(Self, Vec<LogEntry>)> {
         let path = out_dir.join("log.jsonl");
-        let kept: Vec<String> = match std::fs::read_to_string(&path) {
+        let (kept, entries): (Vec<String>, Vec<LogEntry>) = match std::fs::read_to_string(&path) {
             Ok(text) => text
                 .lines()
-                .filter(|l| {
-                    serde_json::from_str::<LogEntry>(l).is_ok_and(|e| e.step() <= keep_until)
+                .filter_map(|l| {
+                    serde_json::from_str::<LogEntry>(l)
+                        .ok()
+                        .filter(|e| e.step() <= keep_until)
+                        .map(|e| (l.to_string(), e))
                 })
-                .map(str::to_string)
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+                .unzip(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (vec![], vec![]),
             Err(e) => return Err(SftError::io(&path, e)),
         };
         let tmp = path.with_extension("jsonl.tmp");
@@ -248,7 +251,7 @@ impl Log {
             .append(true)
             .open(&path)
             .map_err(|e| SftError::io(&path, e))?;
-        Ok(Self { path, file })
+        Ok((Self { path, file }, entries))
     }
 
     fn write(&mut self, entry: &LogEntry) -> Result<()> {
@@ -323,7 +326,7 @@ pub fn train(
         tokens_seen = state.tokens_seen;
         resumed_from = Some(step);
     }
-    let mut log = Log::open(out_dir, step)?;
+    let (mut log, earlier) = Log::open(out_dir, step)?;
     let state_at = |step: usize, tokens_seen: u64| TrainerState {
         step,
         total_steps: total,
@@ -349,9 +352,32 @@ pub fn train(
         checkpoint: None,
         model_dir: None,
     };
+    let mut epoch_sums: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
+    for entry in earlier {
+        match entry {
+            LogEntry::Step {
+                epoch,
+                loss,
+                tokens,
+                ..
+            } => {
+                report.first_loss.get_or_insert(loss);
+                report.last_loss = Some(loss);
+                let e = epoch_sums.entry(epoch).or_default();
+                (e.0, e.1) = (e.0 + loss * tokens as f64, e.1 + tokens);
+            }
+            LogEntry::Eval(r) => report.evals.push(r),
+        }
+    }
+    let epoch_means = |sums: &BTreeMap<usize, (f64, usize)>| -> BTreeMap<usize, f64> {
+        sums.iter()
+            .map(|(&k, &(s, n))| (k, s / n.max(1) as f64))
+            .collect()
+    };
+    report.epoch_losses = epoch_means(&epoch_sums);
     let eval_now =
         |model: &Llama, step: usize, log: &mut Log, report: &mut SftReport| -> Result<()> {
-            if eval.is_empty() {
+            if eval.is_empty() || report.evals.last().is_some_and(|e| e.step == step) {
                 return Ok(());
             }
             let r = evaluate(model, &eval, config.eval_batch_size, pad_id, step)?;
@@ -367,7 +393,6 @@ pub fn train(
     let mut session_tokens = 0usize;
     let mut order: (usize, Vec<usize>) = (usize::MAX, vec![]);
     let mut last_saved = resumed_from;
-    let mut epoch_sums: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
     while step < total {
         if stop.load(Ordering::SeqCst) {
             report.interrupted = true;
@@ -449,10 +474,7 @@ pub fn train(
         report.last_loss = Some(loss);
         let e = epoch_sums.entry(epoch).or_default();
         (e.0, e.1) = (e.0 + loss * n_tokens as f64, e.1 + n_tokens);
-        report.epoch_losses = epoch_sums
-            .iter()
-            .map(|(&k, &(s, n))| (k, s / n.max(1) as f64))
-            .collect();
+        report.epoch_losses = epoch_means(&epoch_sums);
         log.write(&LogEntry::Step {
             step,
             epoch,
