@@ -217,7 +217,9 @@ fn main() -> anyhow::Result<()> {
     for (epoch, loss) in &r.epoch_losses {
         eprintln!("epoch {epoch}: training loss {loss:.3} (nats per completion token)");
     }
-    eprintln!("{:.0} completion tokens/s", r.tokens_per_second);
+    if r.tokens_per_second > 0.0 {
+        eprintln!("{:.0} completion tokens/s", r.tokens_per_second);
+    }
     if let (Some(e0), Some(e1)) = (r.evals.first(), r.evals.last()) {
         eprintln!(
             "held-out loss {:.3} → {:.3} at step {}",
