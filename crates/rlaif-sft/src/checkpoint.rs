@@ -43,6 +43,9 @@ pub struct TrainerState {
     pub train_examples: usize,
     /// Completion tokens trained on so far.
     pub tokens_seen: u64,
+    /// The model's configuration (Hugging Face `config.json` fields).
+    #[serde(default)]
+    pub model_config: serde_json::Value,
 }
 
 /// The directory of the checkpoint after `step` steps.
@@ -184,13 +187,14 @@ pub fn load(dir: &Path, model: Llama, optim: ModuleOptimizer) -> Result<(Llama, 
 }
 
 /// Checks that a checkpoint was made by the same run: every setting that changes what is
-/// computed, and the training data.
+/// computed, the model's shape and the training data.
 pub fn check_resumable(
     state: &TrainerState,
     state_path: &Path,
     config: &SftConfig,
     train_fingerprint: &str,
     train_examples: usize,
+    model_config: &serde_json::Value,
 ) -> Result<()> {
     let mismatch = |field: &str, found: String, expected: String| SftError::ResumeMismatch {
         path: state_path.to_path_buf(),
@@ -212,6 +216,13 @@ pub fn check_resumable(
         if &old != value {
             return Err(mismatch(key, old.to_string(), value.to_string()));
         }
+    }
+    if &state.model_config != model_config {
+        return Err(mismatch(
+            "model config",
+            state.model_config.to_string(),
+            model_config.to_string(),
+        ));
     }
     if state.train_examples != train_examples {
         return Err(mismatch(

@@ -702,3 +702,43 @@ fn config_errors_name_the_field() {
         6
     );
 }
+
+#[test]
+fn a_damaged_checkpoint_is_a_located_error() {
+    let data = SftData::build(revisions(4), vec![], 0.0, 0.0, 0);
+    let config = quiet(SftConfig {
+        batch_size: 4,
+        ..Default::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    train(lm(10), &data, &config, out.path(), &no_stop()).unwrap();
+    let model_file = out.path().join("checkpoints/step-00000001/model.bpk");
+    let bytes = std::fs::read(&model_file).unwrap();
+    for damaged in [&bytes[..bytes.len() / 2], b"not a burnpack file".as_slice()] {
+        std::fs::write(&model_file, damaged).unwrap();
+        match train(lm(10), &data, &config, out.path(), &no_stop()) {
+            Err(SftError::Checkpoint { path, .. }) => assert_eq!(path, model_file),
+            other => panic!("expected a checkpoint error, got {other:?}"),
+        }
+    }
+    // Another model (same tokenizer, so the same training tokens) can't resume it.
+    let wider = rlaif_lm::LlamaConfig {
+        hidden_size: 48,
+        ..tiny_config()
+    };
+    let other = tiny_lm(&wider, 10, &Device::default()).unwrap();
+    let err = train(other, &data, &config, out.path(), &no_stop()).unwrap_err();
+    assert!(
+        matches!(err, SftError::ResumeMismatch { ref field, .. } if field == "model config"),
+        "{err}"
+    );
+    let state = out
+        .path()
+        .join("checkpoints/step-00000001/trainer_state.json");
+    std::fs::write(&state, "{").unwrap();
+    let err = train(lm(10), &data, &config, out.path(), &no_stop()).unwrap_err();
+    assert!(
+        err.to_string().contains("unreadable trainer state"),
+        "{err}"
+    );
+}

@@ -306,6 +306,7 @@ pub fn train(
         tokenizer,
         chat_template,
     } = lm;
+    let model_json = lm_config.to_hf_json();
     let device = model.embed_tokens.val().device();
     let mut model = model.fork(&device.clone().autodiff()).train();
     let mut optim = optimizer(config);
@@ -320,6 +321,7 @@ pub fn train(
             config,
             &fp,
             train.len(),
+            &model_json,
         )?;
         (model, optim) = checkpoint::load(&dir, model, optim)?;
         step = state.step;
@@ -334,6 +336,7 @@ pub fn train(
         train_fingerprint: fp.clone(),
         train_examples: train.len(),
         tokens_seen,
+        model_config: model_json.clone(),
     };
 
     let bar = progress_bar(config.progress, total, step);
