@@ -92,6 +92,27 @@ pub struct SftReport {
     pub model_dir: Option<PathBuf>,
 }
 
+impl SftReport {
+    /// Takes one optimizer step's mean loss over `tokens` completion tokens into the
+    /// first / last / per-epoch losses; `sums` holds each epoch's (Σ loss·tokens, tokens).
+    fn record_step(
+        &mut self,
+        sums: &mut BTreeMap<usize, (f64, usize)>,
+        epoch: usize,
+        loss: f64,
+        tokens: usize,
+    ) {
+        self.first_loss.get_or_insert(loss);
+        self.last_loss = Some(loss);
+        let e = sums.entry(epoch).or_default();
+        (e.0, e.1) = (e.0 + loss * tokens as f64, e.1 + tokens);
+        self.epoch_losses = sums
+            .iter()
+            .map(|(&k, &(s, n))| (k, s / n.max(1) as f64))
+            .collect();
+    }
+}
+
 /// The trained model and the report.
 #[derive(Debug)]
 pub struct SftOutcome {
@@ -307,8 +328,8 @@ pub fn train(
         chat_template,
     } = lm;
     let model_json = lm_config.to_hf_json();
-    let device = model.embed_tokens.val().device();
-    let mut model = model.fork(&device.clone().autodiff()).train();
+    let train_device = model.embed_tokens.val().device().autodiff();
+    let mut model = model.fork(&train_device).train();
     let mut optim = optimizer(config);
 
     let mut step = 0;
@@ -329,14 +350,17 @@ pub fn train(
         resumed_from = Some(step);
     }
     let (mut log, earlier) = Log::open(out_dir, step)?;
-    let state_at = |step: usize, tokens_seen: u64| TrainerState {
-        step,
-        total_steps: total,
-        config: config.clone(),
-        train_fingerprint: fp.clone(),
-        train_examples: train.len(),
-        tokens_seen,
-        model_config: model_json.clone(),
+    let save = |model: &Llama, optim: &ModuleOptimizer, step: usize, tokens_seen: u64| {
+        let state = TrainerState {
+            step,
+            total_steps: total,
+            config: config.clone(),
+            train_fingerprint: fp.clone(),
+            train_examples: train.len(),
+            tokens_seen,
+            model_config: model_json.clone(),
+        };
+        checkpoint::save(out_dir, model, optim, &state, config.keep_checkpoints)
     };
 
     let bar = progress_bar(config.progress, total, step);
@@ -355,7 +379,8 @@ pub fn train(
         checkpoint: None,
         model_dir: None,
     };
-    let mut epoch_sums: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
+    // The sessions before this one, from the log.
+    let mut epoch_sums = BTreeMap::new();
     for entry in earlier {
         match entry {
             LogEntry::Step {
@@ -363,21 +388,10 @@ pub fn train(
                 loss,
                 tokens,
                 ..
-            } => {
-                report.first_loss.get_or_insert(loss);
-                report.last_loss = Some(loss);
-                let e = epoch_sums.entry(epoch).or_default();
-                (e.0, e.1) = (e.0 + loss * tokens as f64, e.1 + tokens);
-            }
+            } => report.record_step(&mut epoch_sums, epoch, loss, tokens),
             LogEntry::Eval(r) => report.evals.push(r),
         }
     }
-    let epoch_means = |sums: &BTreeMap<usize, (f64, usize)>| -> BTreeMap<usize, f64> {
-        sums.iter()
-            .map(|(&k, &(s, n))| (k, s / n.max(1) as f64))
-            .collect()
-    };
-    report.epoch_losses = epoch_means(&epoch_sums);
     let eval_now =
         |model: &Llama, step: usize, log: &mut Log, report: &mut SftReport| -> Result<()> {
             if eval.is_empty() || report.evals.last().is_some_and(|e| e.step == step) {
@@ -418,7 +432,7 @@ pub fn train(
         let mut acc = GradientsAccumulator::new();
         let mut loss = 0.0f64;
         for micro in chosen.chunks(config.batch_size) {
-            let batch = collate(micro, pad_id, &device.clone().autodiff());
+            let batch = collate(micro, pad_id, &train_device);
             let l = completion_nll(&model, &batch)
                 .sum()
                 .div_scalar(n_tokens as f64);
@@ -443,13 +457,7 @@ pub fn train(
             let checkpoint = if last_saved == Some(step) {
                 checkpoint::checkpoint_dir(out_dir, step)
             } else {
-                checkpoint::save(
-                    out_dir,
-                    &model,
-                    &optim,
-                    &state_at(step, tokens_seen),
-                    config.keep_checkpoints,
-                )?
+                save(&model, &optim, step, tokens_seen)?
             };
             bar.abandon();
             return Err(SftError::NonFinite {
@@ -473,11 +481,7 @@ pub fn train(
         step += 1;
         tokens_seen += n_tokens as u64;
         session_tokens += n_tokens;
-        report.first_loss.get_or_insert(loss);
-        report.last_loss = Some(loss);
-        let e = epoch_sums.entry(epoch).or_default();
-        (e.0, e.1) = (e.0 + loss * n_tokens as f64, e.1 + n_tokens);
-        report.epoch_losses = epoch_means(&epoch_sums);
+        report.record_step(&mut epoch_sums, epoch, loss, n_tokens);
         log.write(&LogEntry::Step {
             step,
             epoch,
@@ -501,13 +505,7 @@ pub fn train(
                 .checkpoint_every
                 .is_some_and(|n| step.is_multiple_of(n))
         {
-            report.checkpoint = Some(checkpoint::save(
-                out_dir,
-                &model,
-                &optim,
-                &state_at(step, tokens_seen),
-                config.keep_checkpoints,
-            )?);
+            report.checkpoint = Some(save(&model, &optim, step, tokens_seen)?);
             last_saved = Some(step);
         }
     }
@@ -517,17 +515,11 @@ pub fn train(
     if !report.interrupted {
         eval_now(&model, step, &mut log, &mut report)?;
     }
-    if last_saved != Some(step) {
-        report.checkpoint = Some(checkpoint::save(
-            out_dir,
-            &model,
-            &optim,
-            &state_at(step, tokens_seen),
-            config.keep_checkpoints,
-        )?);
+    report.checkpoint = Some(if last_saved == Some(step) {
+        checkpoint::checkpoint_dir(out_dir, step)
     } else {
-        report.checkpoint = Some(checkpoint::checkpoint_dir(out_dir, step));
-    }
+        save(&model, &optim, step, tokens_seen)?
+    });
     let lm = LanguageModel::from_parts(model.valid(), lm_config, tokenizer, chat_template);
     if !report.interrupted {
         let dir = out_dir.join("model");
