@@ -529,10 +529,10 @@ struct Runner<'g, G: ?Sized> {
 }
 
 /// One generation job: the chain it belongs to, its prompt, the texts it must not echo.
-struct Job {
-    chain: usize,
-    prompt: Prompt,
-    references: Vec<String>,
+pub(crate) struct Job {
+    pub(crate) chain: usize,
+    pub(crate) prompt: Prompt,
+    pub(crate) references: Vec<String>,
 }
 
 impl<G: Generator + ?Sized> Runner<'_, G> {
@@ -638,63 +638,108 @@ impl<G: Generator + ?Sized> Runner<'_, G> {
         max_new_tokens: usize,
         states: &mut [ChainState<'_>],
     ) -> Result<Vec<(usize, String)>> {
-        let mut ok: Vec<(usize, String)> = Vec::with_capacity(jobs.len());
-        let mut todo: Vec<&Job> = jobs.iter().collect();
-        let attempts = self.config.degenerate.max_attempts();
-        for attempt in 0..attempts {
-            if todo.is_empty() {
-                break;
+        let seed = self.config.seed;
+        let outcomes = generate_with_retries(
+            self.generator,
+            self.config,
+            &mut self.summary,
+            &jobs,
+            max_new_tokens,
+            (stage, round),
+            |attempt| {
+                derive_seed(&[
+                    seed,
+                    chunk as u64,
+                    stage.code(),
+                    round.map_or(u64::MAX, |r| r as u64),
+                    attempt as u64,
+                ])
+            },
+        )?;
+        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
+        self.bar
+            .set_message(format!("{:.1} tokens/s", self.summary.tokens as f64 / secs));
+        let mut ok = Vec::with_capacity(jobs.len());
+        for (job, outcome) in jobs.iter().zip(outcomes) {
+            states[job.chain].events.extend(outcome.events);
+            match outcome.text {
+                Some(text) => ok.push((job.chain, text)),
+                None => states[job.chain].dropped_at = Some((stage, round)),
             }
-            if attempt > 0 {
-                self.summary.retried += todo.len();
-            }
-            let seed = derive_seed(&[
-                self.config.seed,
-                chunk as u64,
-                stage.code(),
-                round.map_or(u64::MAX, |r| r as u64),
-                attempt as u64,
-            ]);
-            let params = self.config.sampling(max_new_tokens, seed);
-            let prompts: Vec<Prompt> = todo.iter().map(|j| j.prompt.clone()).collect();
-            let out = self.generator.generate(&prompts, &params)?;
-            self.summary.generator_calls += 1;
-            if out.len() != prompts.len() {
-                return Err(RevisionError::CompletionCount {
-                    expected: prompts.len(),
-                    got: out.len(),
-                });
-            }
-            self.summary.tokens += out.iter().map(|c| c.token_ids.len()).sum::<usize>();
-            let secs = self.start.elapsed().as_secs_f64().max(1e-9);
-            self.bar
-                .set_message(format!("{:.1} tokens/s", self.summary.tokens as f64 / secs));
-            let mut next = Vec::new();
-            for (job, completion) in todo.into_iter().zip(out) {
-                let text = completion.text.trim().to_string();
-                let refs: Vec<&str> = job.references.iter().map(String::as_str).collect();
-                match detect(&text, &refs) {
-                    None => ok.push((job.chain, text)),
-                    Some(kind) => {
-                        self.summary.degenerate.add(kind);
-                        states[job.chain].events.push(DegenerateEvent {
-                            stage,
-                            round,
-                            kind,
-                            attempt,
-                        });
-                        next.push(job);
-                    }
-                }
-            }
-            todo = next;
-        }
-        for job in todo {
-            states[job.chain].dropped_at = Some((stage, round));
         }
         ok.sort_by_key(|(i, _)| *i);
         Ok(ok)
     }
+}
+
+/// What [`generate_with_retries`] got for one job.
+pub(crate) struct Outcome {
+    /// The usable output, or `None` when every attempt was degenerate.
+    pub(crate) text: Option<String>,
+    /// The degenerate outputs met, in attempt order.
+    pub(crate) events: Vec<DegenerateEvent>,
+}
+
+/// Generates one output per job, regenerating the degenerate ones (attempt `a` uses
+/// `seed(a)`) up to the policy's number of attempts. Generator calls, tokens, retries and
+/// degenerate outputs are counted into `summary`; `at` is the stage and round recorded in
+/// the degenerate events.
+pub(crate) fn generate_with_retries<G: Generator + ?Sized>(
+    generator: &G,
+    config: &RevisionConfig,
+    summary: &mut RunSummary,
+    jobs: &[Job],
+    max_new_tokens: usize,
+    at: (Stage, Option<usize>),
+    seed: impl Fn(usize) -> u64,
+) -> Result<Vec<Outcome>> {
+    let mut outcomes: Vec<Outcome> = jobs
+        .iter()
+        .map(|_| Outcome {
+            text: None,
+            events: vec![],
+        })
+        .collect();
+    let mut todo: Vec<usize> = (0..jobs.len()).collect();
+    for attempt in 0..config.degenerate.max_attempts() {
+        if todo.is_empty() {
+            break;
+        }
+        if attempt > 0 {
+            summary.retried += todo.len();
+        }
+        let params = config.sampling(max_new_tokens, seed(attempt));
+        let prompts: Vec<Prompt> = todo.iter().map(|&j| jobs[j].prompt.clone()).collect();
+        let out = generator.generate(&prompts, &params)?;
+        summary.generator_calls += 1;
+        if out.len() != prompts.len() {
+            return Err(RevisionError::CompletionCount {
+                expected: prompts.len(),
+                got: out.len(),
+            });
+        }
+        summary.tokens += out.iter().map(|c| c.token_ids.len()).sum::<usize>();
+        let mut next = Vec::new();
+        for (j, completion) in todo.into_iter().zip(out) {
+            let text = completion.text.trim().to_string();
+            let refs: Vec<&str> = jobs[j].references.iter().map(String::as_str).collect();
+            match detect(&text, &refs) {
+                None => outcomes[j].text = Some(text),
+                Some(kind) => {
+                    summary.degenerate.add(kind);
+                    outcomes[j].events.push(DegenerateEvent {
+                        stage: at.0,
+                        round: at.1,
+                        kind,
+                        attempt,
+                    });
+                    next.push(j);
+                }
+            }
+        }
+        todo = next;
+    }
+    Ok(outcomes)
 }
 
 fn alive<'s, 'a>(

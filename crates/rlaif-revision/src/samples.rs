@@ -18,14 +18,13 @@
 //! records), and stoppable between chunks.
 
 use crate::config::RevisionConfig;
-use crate::degenerate::detect;
 use crate::error::{Result, RevisionError};
 use crate::prompts_io::PromptRecord;
 use crate::record::{DegenerateEvent, Stage};
-use crate::run::{RunSummary, derive_seed, initial_prompt};
+use crate::run::{Job, RunSummary, derive_seed, generate_with_retries, initial_prompt};
 use crate::writer::JsonlWriter;
 use rlaif_constitution::PromptFormat;
-use rlaif_core::{Generator, Prompt};
+use rlaif_core::Generator;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::Path;
@@ -96,53 +95,26 @@ pub fn sample_responses<G: Generator + ?Sized>(
             summary.stopped = true;
             break;
         }
-        // (row in the chunk, answer, degenerate events) of the finished rows.
-        let mut answers: Vec<Option<String>> = vec![None; batch.len()];
-        let mut events: Vec<Vec<DegenerateEvent>> = vec![vec![]; batch.len()];
-        let mut todo: Vec<usize> = (0..batch.len()).collect();
-        for attempt in 0..config.degenerate.max_attempts() {
-            if todo.is_empty() {
-                break;
-            }
-            if attempt > 0 {
-                summary.retried += todo.len();
-            }
-            let seed = derive_seed(&[config.seed, chunk as u64, 0x5A4D, attempt as u64]);
-            let params = config.sampling(config.max_new_tokens_response, seed);
-            let asked: Vec<Prompt> = todo
-                .iter()
-                .map(|&i| initial_prompt(config.format, &batch[i].prompt))
-                .collect();
-            let got = generator.generate(&asked, &params)?;
-            summary.generator_calls += 1;
-            if got.len() != asked.len() {
-                return Err(RevisionError::CompletionCount {
-                    expected: asked.len(),
-                    got: got.len(),
-                });
-            }
-            summary.tokens += got.iter().map(|c| c.token_ids.len()).sum::<usize>();
-            let mut still = vec![];
-            for (&i, c) in todo.iter().zip(got) {
-                let text = c.text.trim().to_string();
-                match detect(&text, &[&batch[i].prompt]) {
-                    None => answers[i] = Some(text),
-                    Some(kind) => {
-                        summary.degenerate.add(kind);
-                        events[i].push(DegenerateEvent {
-                            stage: Stage::Response,
-                            round: None,
-                            kind,
-                            attempt,
-                        });
-                        still.push(i);
-                    }
-                }
-            }
-            todo = still;
-        }
-        for (i, p) in batch.iter().enumerate() {
-            let Some(completion) = answers[i].take() else {
+        let jobs: Vec<Job> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Job {
+                chain: i,
+                prompt: initial_prompt(config.format, &p.prompt),
+                references: vec![p.prompt.clone()],
+            })
+            .collect();
+        let outcomes = generate_with_retries(
+            generator,
+            config,
+            &mut summary,
+            &jobs,
+            config.max_new_tokens_response,
+            (Stage::Response, None),
+            |attempt| derive_seed(&[config.seed, chunk as u64, 0x5A4D, attempt as u64]),
+        )?;
+        for (i, (p, outcome)) in batch.iter().zip(outcomes).enumerate() {
+            let Some(completion) = outcome.text else {
                 summary.dropped += 1;
                 continue;
             };
@@ -156,7 +128,7 @@ pub fn sample_responses<G: Generator + ?Sized>(
                 index: base + i,
                 prompt: p.prompt.clone(),
                 completion,
-                degenerate: std::mem::take(&mut events[i]),
+                degenerate: outcome.events,
                 seed: config.seed,
                 format: config.format,
             })?;
@@ -171,7 +143,7 @@ pub fn sample_responses<G: Generator + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rlaif_core::{Completion, FinishReason, SamplingParams};
+    use rlaif_core::{Completion, FinishReason, Prompt, SamplingParams};
     use std::sync::Mutex;
 
     /// Answers "Answer to <prompt> (seed <seed>)", except that the prompt "echo me" is
