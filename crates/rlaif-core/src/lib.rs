@@ -10,6 +10,7 @@
 //! - [`SamplingParams`]: greedy or temperature / top-k / top-p sampling, seeded.
 //! - [`Generator`], [`ChoiceScorer`], [`RewardModel`]: the three things the pipeline asks of
 //!   a model.
+//! - [`Fnv1a`]: a stable hash for the fingerprints stored in output files.
 //!
 //! ```
 //! use rlaif_core::{Conversation, Prompt, SamplingParams};
@@ -24,9 +25,11 @@
 //! ```
 
 mod error;
+mod fingerprint;
 mod sampling;
 
 pub use error::{Error, Result};
+pub use fingerprint::Fnv1a;
 pub use sampling::SamplingParams;
 
 use serde::{Deserialize, Serialize};

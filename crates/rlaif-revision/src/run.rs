@@ -382,7 +382,7 @@ fn replacement_name(replacement: Replacement) -> &'static str {
 /// collision), while the comparison principles and exemplars (the feedback stage) do not
 /// enter it. Stored in every record as `constitution`.
 pub fn constitution_fingerprint(constitution: &Constitution) -> String {
-    let mut h = Fnv::default();
+    let mut h = rlaif_core::Fnv1a::default();
     h.u64(constitution.principles.len() as u64);
     for p in &constitution.principles {
         h.str(&p.id);
@@ -405,33 +405,7 @@ pub fn constitution_fingerprint(constitution: &Constitution) -> String {
             h.str(&r.revision);
         }
     }
-    format!("{:016x}", h.0)
-}
-
-/// 64-bit FNV-1a over length-prefixed fields.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    fn bytes(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn u64(&mut self, x: u64) {
-        self.bytes(&x.to_le_bytes());
-    }
-
-    fn str(&mut self, s: &str) {
-        self.u64(s.len() as u64);
-        self.bytes(s.as_bytes());
-    }
+    h.hex()
 }
 
 fn progress_bar(len: u64, visible: bool) -> ProgressBar {

@@ -156,22 +156,16 @@ impl LogEntry {
 
 /// FNV-1a (64 bit) of the encoded examples: ids, prompt lengths and tokens, in order.
 pub fn fingerprint(examples: &[EncodedExample]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
+    let mut h = rlaif_core::Fnv1a::default();
     for e in examples {
-        eat(e.id.as_bytes());
-        eat(&[0xff]);
-        eat(&(e.prompt_len as u64).to_le_bytes());
+        h.bytes(e.id.as_bytes());
+        h.bytes(&[0xff]);
+        h.u64(e.prompt_len as u64);
         for t in &e.tokens {
-            eat(&t.to_le_bytes());
+            h.bytes(&t.to_le_bytes());
         }
     }
-    format!("{h:016x}")
+    h.hex()
 }
 
 /// The AdamW optimizer of `config`; norms and biases get no weight decay.
