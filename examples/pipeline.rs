@@ -112,11 +112,6 @@ fn main() -> anyhow::Result<()> {
         );
     })
     .context("installing the Ctrl-C handler")?;
-    let stopped = || {
-        stop.load(Ordering::SeqCst).then(|| {
-            eprintln!("stopped; run the same command again to resume");
-        })
-    };
 
     // 1. Critique → revision.
     let red_team = read_prompts("data/prompts/red_team.jsonl")?;
@@ -146,7 +141,8 @@ fn main() -> anyhow::Result<()> {
         &stop,
     )?;
     eprintln!("{s}");
-    if stopped().is_some() {
+    if s.stopped {
+        eprintln!("stopped; run the same command again to resume");
         return Ok(());
     }
 
@@ -169,7 +165,8 @@ fn main() -> anyhow::Result<()> {
         &stop,
     )?;
     eprintln!("{s}");
-    if stopped().is_some() {
+    if s.stopped {
+        eprintln!("stopped; run the same command again to resume");
         return Ok(());
     }
 

@@ -142,7 +142,7 @@ pub fn write_safetensors(map: &WeightMap, path: &Path) -> Result<(), LmError> {
 }
 
 /// Writes `contents` to `path` atomically (temporary file + rename).
-pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), LmError> {
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), LmError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents).map_err(|e| LmError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| LmError::io(path, e))

@@ -14,8 +14,6 @@ pub struct Batch {
     pub real: Vec<Vec<bool>>,
     /// `[B, T − 1]`: 1 where the target (token `t + 1`) is a completion token, else 0.
     pub loss_mask: Tensor<2>,
-    /// Completion tokens in the batch (the sum of `loss_mask`).
-    pub completion_tokens: usize,
 }
 
 /// Pads `examples` on the right into one batch on `device`.
@@ -35,7 +33,6 @@ pub fn collate(examples: &[&EncodedExample], pad_id: u32, device: &Device) -> Ba
         tokens,
         real,
         loss_mask: Tensor::from_data(TensorData::new(mask, [examples.len(), t - 1]), device),
-        completion_tokens: examples.iter().map(|e| e.completion_tokens()).sum(),
     }
 }
 

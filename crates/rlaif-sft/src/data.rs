@@ -246,11 +246,8 @@ fn parse_line(
             origin: ctx.origin(),
         })
     };
-    let text_prompt = |p: &str| match format {
-        PromptFormat::Chat => Prompt::Chat(Conversation::new().user(p)),
-        // The raw format of the revision loop; the completion follows a space.
-        PromptFormat::Raw => rlaif_revision::run::initial_prompt(format, p),
-    };
+    // The prompt the revision loop asked; a raw completion follows a space.
+    let text_prompt = |p: &str| rlaif_revision::run::initial_prompt(format, p);
     let text_completion = |c: &str| match format {
         PromptFormat::Chat => c.to_string(),
         PromptFormat::Raw => format!(" {}", c.trim_start()),

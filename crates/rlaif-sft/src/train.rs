@@ -38,6 +38,7 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOpti
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use rlaif_lm::hf::write_atomic;
 use rlaif_lm::{LanguageModel, Llama};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -258,10 +259,8 @@ impl Log {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (vec![], vec![]),
             Err(e) => return Err(SftError::io(&path, e)),
         };
-        let tmp = path.with_extension("jsonl.tmp");
         let body: String = kept.iter().map(|l| format!("{l}\n")).collect();
-        std::fs::write(&tmp, body).map_err(|e| SftError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| SftError::io(&path, e))?;
+        write_atomic(&path, body.as_bytes())?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -526,9 +525,7 @@ pub fn train(
 
 fn write_report(out_dir: &Path, report: &SftReport) -> Result<()> {
     let path = out_dir.join("report.json");
-    let tmp = out_dir.join("report.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(report)?).map_err(|e| SftError::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| SftError::io(&path, e))
+    Ok(write_atomic(&path, &serde_json::to_vec_pretty(report)?)?)
 }
 
 fn progress_bar(enabled: bool, total: usize, done: usize) -> indicatif::ProgressBar {
