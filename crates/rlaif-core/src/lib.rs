@@ -26,11 +26,13 @@
 
 mod error;
 mod fingerprint;
-mod sampling;
+pub mod fs;
+mod sampling_params;
+pub mod seed;
 
 pub use error::{Error, Result};
 pub use fingerprint::Fnv1a;
-pub use sampling::SamplingParams;
+pub use sampling_params::SamplingParams;
 
 use serde::{Deserialize, Serialize};
 
