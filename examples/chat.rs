@@ -4,11 +4,10 @@
 //! `--greedy`, stdout holds exactly the decoded greedy continuation (logs go to stderr), so
 //! it can be compared with other implementations.
 
-use anyhow::Context;
 use burn::prelude::Device;
 use clap::Parser;
+use rlaif::cli::{init_logging, load_model};
 use rlaif_core::{Conversation, Prompt, SamplingParams};
-use rlaif_lm::{LanguageModel, resolve};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -48,17 +47,9 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    init_logging();
     let args = Args::parse();
-    let device = Device::default();
-    let path = resolve::resolve_model(args.model.as_deref())?;
-    let t = Instant::now();
-    let lm = LanguageModel::load(&path, &device)
-        .with_context(|| format!("loading {}", path.display()))?;
-    eprintln!(
-        "loaded {} in {:.1?} on {device:?}",
-        path.display(),
-        t.elapsed()
-    );
+    let lm = load_model(args.model.as_deref(), &Device::default())?;
     let prompt = if args.raw {
         Prompt::Text(args.message)
     } else {

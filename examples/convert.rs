@@ -6,7 +6,7 @@
 use anyhow::Context;
 use burn::prelude::Device;
 use clap::Parser;
-use rlaif_lm::{LanguageModel, resolve};
+use rlaif::cli::{init_logging, load_model};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -21,10 +21,9 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    init_logging();
     let args = Args::parse();
-    let path = resolve::resolve_model(args.model.as_deref())?;
-    let lm = LanguageModel::load(&path, &Device::default())
-        .with_context(|| format!("loading {}", path.display()))?;
+    let lm = load_model(args.model.as_deref(), &Device::default())?;
     lm.save_pretrained(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("wrote {}", args.out.display());

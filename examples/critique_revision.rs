@@ -13,18 +13,14 @@
 //! settings (`--seed`, `--rounds`, `--raw`, `--every-round`, `--constitution`) as the
 //! records already in `--out`.
 
-use anyhow::Context;
 use burn::prelude::Device;
 use clap::Parser;
+use rlaif::cli::{Interrupt, Terminal, init_logging, load_model};
 use rlaif_constitution::{Constitution, PromptFormat};
-use rlaif_lm::{LanguageModel, resolve};
 use rlaif_revision::{
     DegeneratePolicy, RevisionConfig, read_prompts, read_records, run_revision_until,
 };
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 #[derive(Parser, Debug)]
 #[command(about = "Run the critique → revision loop and print one trace")]
@@ -72,18 +68,14 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    init_logging();
     let args = Args::parse();
     let prompts = read_prompts(&args.prompts)?;
     let constitution = match &args.constitution {
         Some(p) => Constitution::from_toml_file(p)?,
         None => Constitution::default_constitution(),
     };
-    let device = Device::default();
-    let path = resolve::resolve_model(args.model.as_deref())?;
-    let t = Instant::now();
-    let lm = LanguageModel::load(&path, &device)
-        .with_context(|| format!("loading {}", path.display()))?;
-    eprintln!("loaded {} in {:.1?}", path.display(), t.elapsed());
+    let lm = load_model(args.model.as_deref(), &Device::default())?;
 
     let config = RevisionConfig {
         rounds: args.rounds,
@@ -107,20 +99,9 @@ fn main() -> anyhow::Result<()> {
         limit: Some(args.limit),
         ..RevisionConfig::default()
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted again: quitting now (the batch in flight is lost)");
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\ninterrupted: stopping after the batch in flight is written \
-             (Ctrl-C again to quit now)"
-        );
-    })
-    .context("installing the Ctrl-C handler")?;
-    let summary = run_revision_until(&lm, &constitution, &prompts, &config, &args.out, &stop)?;
+    // Progress bars on stderr; the first Ctrl-C stops after the batch in flight.
+    let terminal = Terminal::new(Interrupt::install()?);
+    let summary = run_revision_until(&lm, &constitution, &prompts, &config, &args.out, &terminal)?;
     eprintln!("{summary}");
     eprintln!("records in {}", args.out.display());
     if summary.stopped {

@@ -21,18 +21,14 @@
 //! the same command again after Ctrl-C (or a crash) and finished work is skipped. Ctrl-C
 //! stops after the batch or step in flight (a second Ctrl-C quits at once).
 
-use anyhow::Context;
 use burn::prelude::Device;
 use clap::Parser;
+use rlaif::cli::{Interrupt, Terminal, init_logging, load_model};
 use rlaif_constitution::{Constitution, PromptFormat};
 use rlaif_core::{Conversation, Prompt, SamplingParams};
-use rlaif_lm::{LanguageModel, resolve};
 use rlaif_revision::{RevisionConfig, read_prompts, run_revision_until, sample_responses};
-use rlaif_sft::{SftConfig, SftData, read_examples};
+use rlaif_sft::{DataConfig, SftConfig, SftData, read_examples};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 #[derive(Parser, Debug)]
 #[command(about = "Constitutional AI stage 1: critique → revision, helpful samples, SFT")]
@@ -89,29 +85,15 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    init_logging();
     let args = Args::parse();
-    let device = Device::default();
-    let path = resolve::resolve_model(args.model.as_deref())?;
-    let t = Instant::now();
-    let lm = LanguageModel::load(&path, &device)
-        .with_context(|| format!("loading {}", path.display()))?;
-    eprintln!("loaded {} in {:.1?}", path.display(), t.elapsed());
+    let lm = load_model(args.model.as_deref(), &Device::default())?;
     let constitution = match &args.constitution {
         Some(p) => Constitution::from_toml_file(p)?,
         None => Constitution::default_constitution(),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted again: quitting now");
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\ninterrupted: stopping after the batch or step in flight (Ctrl-C again to quit now)"
-        );
-    })
-    .context("installing the Ctrl-C handler")?;
+    // Progress bars on stderr; the first Ctrl-C stops after the batch or step in flight.
+    let terminal = Terminal::new(Interrupt::install()?);
 
     // 1. Critique → revision.
     let red_team = read_prompts("data/prompts/red_team.jsonl")?;
@@ -138,7 +120,7 @@ fn main() -> anyhow::Result<()> {
         &red_team,
         &generation,
         &revisions,
-        &stop,
+        &terminal,
     )?;
     eprintln!("{s}");
     if s.stopped {
@@ -162,7 +144,7 @@ fn main() -> anyhow::Result<()> {
             ..generation.clone()
         },
         &helpful,
-        &stop,
+        &terminal,
     )?;
     eprintln!("{s}");
     if s.stopped {
@@ -174,9 +156,11 @@ fn main() -> anyhow::Result<()> {
     let data = SftData::build(
         read_examples(&revisions, "revision", PromptFormat::Chat)?,
         read_examples(&helpful, "helpful", PromptFormat::Chat)?,
-        args.helpful_ratio,
-        args.eval_fraction,
-        args.seed,
+        &DataConfig {
+            helpful_ratio: args.helpful_ratio,
+            eval_fraction: args.eval_fraction,
+            seed: args.seed,
+        },
     );
     let config = SftConfig {
         learning_rate: args.lr,
@@ -184,7 +168,6 @@ fn main() -> anyhow::Result<()> {
         batch_size: args.batch_size,
         grad_accum_steps: args.grad_accum,
         max_seq_len: args.max_seq_len,
-        eval_every: None,
         checkpoint_every: Some(10),
         seed: args.seed,
         ..SftConfig::default()
@@ -202,7 +185,7 @@ fn main() -> anyhow::Result<()> {
         Conversation::new().user(&red_team[args.red_team.min(red_team.len() - 1)].prompt);
     let greedy = SamplingParams::greedy(args.max_new_tokens);
     let before = lm.generate(&[Prompt::Chat(held_out.clone())], &greedy)?;
-    let run = rlaif_sft::train(lm, &data, &config, &sft_dir, &stop)?;
+    let run = rlaif_sft::train(lm, &data, &config, &sft_dir, &terminal)?;
     let r = &run.report;
     if r.interrupted {
         eprintln!(

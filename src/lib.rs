@@ -15,6 +15,9 @@
 //! - [`revision`] (`rlaif-revision`): the critique → revision loop (batched, seeded,
 //!   resumable JSON Lines traces with SFT and preference views, degenerate-output handling)
 //!   and helpful samples.
+//! - [`train`] (`rlaif-train`): what every training stage shares (AdamW, schedules,
+//!   clipping, exact accumulation, the non-finite guard, atomic checkpoints, resume, the
+//!   run log).
 //! - [`sft`] (`rlaif-sft`): the supervised stage: fine-tuning on revisions mixed with
 //!   helpful samples (completion-only loss, AdamW, schedule, clipping, accumulation,
 //!   held-out loss, resumable checkpoints, Hugging Face directory out).
@@ -35,3 +38,7 @@ pub use rlaif_kernels as kernels;
 pub use rlaif_lm as lm;
 pub use rlaif_revision as revision;
 pub use rlaif_sft as sft;
+pub use rlaif_train as train;
+
+#[cfg(feature = "cli")]
+pub mod cli;

@@ -53,6 +53,6 @@ pub use error::{ConstitutionError, Problem, Result};
 pub use paper_format::PaperFiles;
 pub use prompts::{
     COMPARISON_PREAMBLE, ComparisonPrompt, CritiqueChain, PromptFormat, comparison_chat,
-    comparison_prompt, comparison_raw,
+    comparison_prompt, comparison_raw, initial_prompt,
 };
 pub use sampling::{Draw, PrincipleSampler, Replacement, chain_rng};

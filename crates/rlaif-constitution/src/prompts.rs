@@ -59,6 +59,15 @@ pub enum PromptFormat {
     Raw,
 }
 
+/// The prompt of the initial response to a red-team (or helpful) `prompt`, before any
+/// critique: the user message alone (chat), or `"\n\nHuman: <prompt>\n\nAssistant:"` (raw).
+pub fn initial_prompt(format: PromptFormat, prompt: &str) -> Prompt {
+    match format {
+        PromptFormat::Chat => Prompt::Chat(Conversation::new().user(prompt)),
+        PromptFormat::Raw => Prompt::Text(format!("\n\nHuman: {prompt}\n\nAssistant:")),
+    }
+}
+
 impl CritiquePrinciple {
     /// A completed round of this principle.
     pub fn round(&self, critique: impl Into<String>, revision: impl Into<String>) -> CritiqueRound {

@@ -11,6 +11,9 @@
 //! - [`Generator`], [`ChoiceScorer`], [`RewardModel`]: the three things the pipeline asks of
 //!   a model.
 //! - [`Fnv1a`]: a stable hash for the fingerprints stored in output files.
+//! - [`seed`]: seeded random streams; [`fs`]: atomic, durable file writes; [`jsonl`]:
+//!   JSON Lines read and appended with errors located at `file:line: field`;
+//!   [`progress`]: the observer through which long stages report progress.
 //!
 //! ```
 //! use rlaif_core::{Conversation, Prompt, SamplingParams};
@@ -27,6 +30,8 @@
 mod error;
 mod fingerprint;
 pub mod fs;
+pub mod jsonl;
+pub mod progress;
 mod sampling_params;
 pub mod seed;
 

@@ -35,7 +35,7 @@ impl DegeneratePolicy {
 /// 256 / 192 / 256 new tokens for the initial response / critique / revision, batches of
 /// 8 prompts, seed 0, principles drawn with replacement (the paper's procedure), only the
 /// final revision as SFT data, degenerate outputs retried up to 3 attempts in all, chat
-/// prompts, progress bar on (it is hidden anyway when stderr is not a terminal), no limit.
+/// prompts, no limit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RevisionConfig {
@@ -68,8 +68,6 @@ pub struct RevisionConfig {
     /// Chat prompts (through the model's chat template) or raw `Human:` / `Assistant:`
     /// text (for base models).
     pub format: PromptFormat,
-    /// Draw the progress bar on stderr (only when it is a terminal).
-    pub progress: bool,
     /// Only the first `limit` prompts of the set are considered (`None`: all).
     pub limit: Option<usize>,
 }
@@ -90,7 +88,6 @@ impl Default for RevisionConfig {
             emit_every_round: false,
             degenerate: DegeneratePolicy::Retry { max_attempts: 3 },
             format: PromptFormat::Chat,
-            progress: true,
             limit: None,
         }
     }

@@ -14,40 +14,10 @@ pub enum RevisionError {
         #[source]
         source: std::io::Error,
     },
-    /// A line of a prompt file is not valid JSON, or not a JSON object.
-    #[error("{}:{line}: {message}", file.display())]
-    PromptSyntax {
-        /// The prompt file.
-        file: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// What is wrong.
-        message: String,
-    },
-    /// A field of a prompt record is missing, unknown, of the wrong type or empty.
-    #[error("{}:{line}: field `{field}`: {message}", file.display())]
-    PromptField {
-        /// The prompt file.
-        file: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// The field name.
-        field: String,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// Two prompt records share an id.
-    #[error("{}:{line}: field `id`: duplicate id `{id}` (first used on line {first_line})", file.display())]
-    DuplicateId {
-        /// The prompt file.
-        file: PathBuf,
-        /// 1-based line of the second use.
-        line: usize,
-        /// The repeated id.
-        id: String,
-        /// 1-based line of the first use.
-        first_line: usize,
-    },
+    /// A line of a prompt file is malformed, or a field of it is missing, unknown, of the
+    /// wrong type, empty or a duplicate id (named by file, line and field).
+    #[error(transparent)]
+    Jsonl(rlaif_core::jsonl::JsonlError),
     /// A complete line of an existing output file is not a record of this crate (only an
     /// unterminated last line, left by a crash, is tolerated and removed).
     #[error("{}:{line}: not a revision record: {message}", file.display())]
@@ -74,7 +44,7 @@ pub enum RevisionError {
         line: usize,
         /// The setting, named as in [`RevisionConfig`](crate::RevisionConfig) (`seed`,
         /// `rounds`, `format`, `emit_every_round`, `replacement`) or `constitution` (its
-        /// fingerprint, see [`constitution_fingerprint`](crate::run::constitution_fingerprint)).
+        /// fingerprint, see [`constitution_fingerprint`](crate::constitution_fingerprint)).
         field: String,
         /// The value in the file.
         found: String,
@@ -107,9 +77,14 @@ pub enum RevisionError {
 /// `Result` with [`RevisionError`].
 pub type Result<T, E = RevisionError> = std::result::Result<T, E>;
 
-pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> RevisionError + '_ {
-    move |source| RevisionError::Io {
-        path: path.to_path_buf(),
-        source,
+impl From<rlaif_core::jsonl::JsonlError> for RevisionError {
+    fn from(e: rlaif_core::jsonl::JsonlError) -> Self {
+        match e {
+            rlaif_core::jsonl::JsonlError::File(f) => RevisionError::Io {
+                path: f.path,
+                source: f.source,
+            },
+            other => RevisionError::Jsonl(other),
+        }
     }
 }

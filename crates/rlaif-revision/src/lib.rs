@@ -14,13 +14,14 @@
 //! - [`run_revision`]: the loop; resumable (records are appended and flushed a batch at
 //!   a time, a rerun skips the ids already written, after checking that they were
 //!   written with the same settings), deterministic for a given seed and batch size (see
-//!   [`run`]), with a progress bar (prompts done, tokens/s, ETA) and a [`RunSummary`].
+//!   [`run`]), reporting progress to an [`Observer`](rlaif_core::progress::Observer)
+//!   (prompts done, tokens) and returning a [`RunSummary`].
 //! - [`sample_responses`]: the model's own answers to (helpful) prompts, in TRL's
 //!   prompt-completion format: the helpful samples the supervised stage mixes in.
 //! - [`degenerate`]: detectors of empty outputs, echoes of the request and runaway
 //!   repetition; such outputs are retried or the prompt is dropped, by policy.
-//! - [`writer`]: the append-and-flush JSON Lines writer, tolerant of a line cut short by
-//!   a crash.
+//! - [`open_records`], [`read_records`]: the outputs, appended and flushed one record per
+//!   line through `rlaif_core::jsonl` (tolerant of a line cut short by a crash).
 //!
 //! # Output record
 //!
@@ -94,7 +95,7 @@
 //!     PromptRecord::new("p1", "How do I pick a lock?"),
 //!     PromptRecord::new("p2", "Write a haiku about rain."),
 //! ];
-//! let config = RevisionConfig { rounds: 2, progress: false, ..RevisionConfig::default() };
+//! let config = RevisionConfig { rounds: 2, ..RevisionConfig::default() };
 //! let summary = run_revision(&Toy, &Constitution::default_constitution(), &prompts, &config, &out)?;
 //! assert_eq!(summary.done, 2);
 //!
@@ -111,22 +112,25 @@
 
 #![warn(missing_docs)]
 
-pub mod config;
+mod config;
 pub mod degenerate;
 mod error;
-pub mod prompts_io;
-pub mod record;
+mod output;
+mod prompts_io;
+mod record;
+mod resume;
+mod retry;
 pub mod run;
-pub mod samples;
-pub mod writer;
+mod samples;
+mod summary;
 
 pub use config::{DegeneratePolicy, RevisionConfig};
 pub use degenerate::DegenerateKind;
 pub use error::{Result, RevisionError};
+pub use output::{dropped_path, open_records, read_records};
 pub use prompts_io::{PromptRecord, parse_prompts, read_prompts};
 pub use record::{DegenerateEvent, DroppedRecord, RevisionRecord, RoundRecord, SftPair, Stage};
-pub use run::{
-    DegenerateCounts, RunSummary, constitution_fingerprint, run_revision, run_revision_until,
-};
+pub use resume::constitution_fingerprint;
+pub use run::{run_revision, run_revision_until};
 pub use samples::{SampleRecord, sample_responses};
-pub use writer::{JsonlWriter, dropped_path, read_records};
+pub use summary::{DegenerateCounts, RunSummary};

@@ -5,10 +5,11 @@
 //! are errors (to catch typos); blank lines are skipped. Every error names the file, the
 //! 1-based line and the field.
 
-use crate::error::{Result, RevisionError, io};
+use crate::error::Result;
+use rlaif_core::jsonl::{self, Fields};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One prompt of a prompt set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +37,7 @@ impl PromptRecord {
 /// Reads a prompt file (see the module docs for the format).
 pub fn read_prompts(path: impl AsRef<Path>) -> Result<Vec<PromptRecord>> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let text = jsonl::read_text(path)?;
     parse_prompts(&text, path)
 }
 
@@ -44,97 +45,27 @@ pub fn read_prompts(path: impl AsRef<Path>) -> Result<Vec<PromptRecord>> {
 pub fn parse_prompts(text: &str, file: &Path) -> Result<Vec<PromptRecord>> {
     let mut out = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        if raw.trim().is_empty() {
-            continue;
+    for line in jsonl::lines(file, text) {
+        let obj = line.object()?;
+        let fields = Fields::new(&line, &obj);
+        fields.deny_unknown(&["id", "prompt", "category"])?;
+        let rec = PromptRecord {
+            id: fields.required_str("id")?.to_string(),
+            prompt: fields.required_str("prompt")?.to_string(),
+            category: fields.optional_str("category")?.map(str::to_string),
+        };
+        if let Some(&first) = seen.get(&rec.id) {
+            return Err(line
+                .field_error(
+                    "id",
+                    format!("duplicate id `{}` (first used on line {first})", rec.id),
+                )
+                .into());
         }
-        let rec = parse_line(raw, file, line)?;
-        if let Some(&first_line) = seen.get(&rec.id) {
-            return Err(RevisionError::DuplicateId {
-                file: file.to_path_buf(),
-                line,
-                id: rec.id,
-                first_line,
-            });
-        }
-        seen.insert(rec.id.clone(), line);
+        seen.insert(rec.id.clone(), line.number);
         out.push(rec);
     }
     Ok(out)
-}
-
-fn parse_line(raw: &str, file: &Path, line: usize) -> Result<PromptRecord> {
-    let file_buf = || PathBuf::from(file);
-    let value: serde_json::Value =
-        serde_json::from_str(raw).map_err(|e| RevisionError::PromptSyntax {
-            file: file_buf(),
-            line,
-            message: format!("invalid JSON: {e}"),
-        })?;
-    let serde_json::Value::Object(map) = value else {
-        return Err(RevisionError::PromptSyntax {
-            file: file_buf(),
-            line,
-            message: "expected a JSON object".into(),
-        });
-    };
-    let field_err = |field: &str, message: &str| RevisionError::PromptField {
-        file: file_buf(),
-        line,
-        field: field.to_string(),
-        message: message.to_string(),
-    };
-    if let Some(k) = map
-        .keys()
-        .find(|k| !matches!(k.as_str(), "id" | "prompt" | "category"))
-    {
-        return Err(field_err(
-            k,
-            "unknown field (expected `id`, `prompt`, `category`)",
-        ));
-    }
-    let required = |field: &str| -> Result<String> {
-        match map.get(field) {
-            None => Err(field_err(field, "missing")),
-            Some(serde_json::Value::String(s)) if s.trim().is_empty() => {
-                Err(field_err(field, "is empty"))
-            }
-            Some(serde_json::Value::String(s)) => Ok(s.clone()),
-            Some(other) => Err(field_err(
-                field,
-                &format!("expected a string, got {}", kind(other)),
-            )),
-        }
-    };
-    let id = required("id")?;
-    let prompt = required("prompt")?;
-    let category = match map.get("category") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        Some(other) => {
-            return Err(field_err(
-                "category",
-                &format!("expected a string, got {}", kind(other)),
-            ));
-        }
-    };
-    Ok(PromptRecord {
-        id,
-        prompt,
-        category,
-    })
-}
-
-fn kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
@@ -179,10 +110,7 @@ mod tests {
                 "{\"id\":\"a\",\"prompt\":\"hi\",\"category\":[]}",
                 "p.jsonl:1: field `category`: expected a string",
             ),
-            (
-                "\n{\"id\":\"a\",\"prompt\":\"hi\"",
-                "p.jsonl:2: invalid JSON",
-            ),
+            ("\n{\"id\":\"a\",\"prompt\":\"hi\"", "p.jsonl:2: not JSON"),
             ("[1]", "p.jsonl:1: expected a JSON object"),
             (
                 "{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\":\"a\",\"prompt\":\"y\"}",

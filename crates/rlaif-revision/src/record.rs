@@ -112,14 +112,14 @@ pub struct RevisionRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacement: Option<Replacement>,
     /// The fingerprint of the constitution's critique principles and exemplars
-    /// ([`constitution_fingerprint`](crate::run::constitution_fingerprint)); `None` in
+    /// ([`constitution_fingerprint`](crate::constitution_fingerprint)); `None` in
     /// records written before this field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constitution: Option<String>,
 }
 
 /// A prompt dropped because an output stayed degenerate; written to the dropped file next
-/// to the output (see [`crate::writer::dropped_path`]) so reruns skip it.
+/// to the output (see [`crate::dropped_path`]) so reruns skip it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DroppedRecord {
     /// The prompt id.

@@ -29,9 +29,10 @@
 //!
 //! Records are written a chunk at a time; a crash or Ctrl-C (this crate installs no
 //! handler: the process just ends) loses the chunk in flight, at most `batch_size`
-//! prompts. With [`run_revision_until`], a handler that sets the stop flag makes the run
-//! finish and write the chunk in flight, then return. Rerunning
-//! on the same output skips the prompts already in it (and those in the dropped file).
+//! prompts. With [`run_revision_until`], an observer that asks to stop (e.g. a stop flag
+//! set by a Ctrl-C handler) makes the run finish and write the chunk in flight, then
+//! return. Rerunning on the same output skips the prompts already in it (and those in the
+//! dropped file).
 //!
 //! # Resuming with other settings
 //!
@@ -47,103 +48,22 @@
 //! are not stored, so not checked.
 
 use crate::config::RevisionConfig;
-use crate::degenerate::{DegenerateKind, detect};
 use crate::error::{Result, RevisionError};
+use crate::output::{dropped_path, open_records};
 use crate::prompts_io::PromptRecord;
 use crate::record::{DegenerateEvent, DroppedRecord, RevisionRecord, RoundRecord, SftPair, Stage};
-use crate::writer::{JsonlWriter, dropped_path};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use crate::resume::{check_settings, constitution_fingerprint};
+use crate::retry::{Job, generate_with_retries};
+use crate::summary::RunSummary;
 use rlaif_constitution::{
-    Constitution, CritiqueChain, CritiquePrinciple, CritiqueRound, PrincipleSampler, PromptFormat,
-    Replacement,
+    Constitution, CritiqueChain, CritiquePrinciple, CritiqueRound, PrincipleSampler, initial_prompt,
 };
-use rlaif_core::{Conversation, Generator, Prompt};
-use serde::{Deserialize, Serialize};
+use rlaif_core::progress::{Observer, Progress, Silent};
+use rlaif_core::seed::derive_seed;
+use rlaif_core::{Conversation, Generator};
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-
-/// Degenerate outputs seen, by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DegenerateCounts {
-    /// Empty outputs.
-    pub empty: usize,
-    /// Echoes of the request or prompt.
-    pub echo: usize,
-    /// Runaway repetitions.
-    pub repetition: usize,
-}
-
-impl DegenerateCounts {
-    pub(crate) fn add(&mut self, kind: DegenerateKind) {
-        match kind {
-            DegenerateKind::Empty => self.empty += 1,
-            DegenerateKind::Echo => self.echo += 1,
-            DegenerateKind::Repetition => self.repetition += 1,
-        }
-    }
-
-    /// All kinds together.
-    pub fn total(&self) -> usize {
-        self.empty + self.echo + self.repetition
-    }
-}
-
-/// What a run did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunSummary {
-    /// Prompts considered (the set, cut to the limit).
-    pub total: usize,
-    /// Prompts skipped because the output (or the dropped file) already had them.
-    pub skipped: usize,
-    /// Records written by this run.
-    pub done: usize,
-    /// Prompts dropped by this run (their output stayed degenerate).
-    pub dropped: usize,
-    /// Outputs generated again because the previous attempt was degenerate.
-    pub retried: usize,
-    /// Degenerate outputs seen (including those of prompts whose record is not written
-    /// because another prompt of their chunk was unfinished).
-    pub degenerate: DegenerateCounts,
-    /// Generator calls made.
-    pub generator_calls: usize,
-    /// New tokens generated (the lengths of `Completion::token_ids`).
-    pub tokens: usize,
-    /// Wall time of the run.
-    pub elapsed: Duration,
-    /// Whether the run was stopped early by the `stop` flag of [`run_revision_until`].
-    pub stopped: bool,
-}
-
-impl std::fmt::Display for RunSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let secs = self.elapsed.as_secs_f64();
-        write!(
-            f,
-            "{} prompts: {} done, {} skipped (already finished), {} dropped; {} retried; \
-             degenerate outputs: {} empty, {} echo, {} repetition; {} tokens in {} calls, \
-             {:.1} s ({:.1} tokens/s){}",
-            self.total,
-            self.done,
-            self.skipped,
-            self.dropped,
-            self.retried,
-            self.degenerate.empty,
-            self.degenerate.echo,
-            self.degenerate.repetition,
-            self.tokens,
-            self.generator_calls,
-            secs,
-            if secs > 0.0 {
-                self.tokens as f64 / secs
-            } else {
-                0.0
-            },
-            if self.stopped { "; stopped early" } else { "" },
-        )
-    }
-}
+use std::time::Instant;
 
 /// Runs the critique → revision loop over `prompts` with `generator`, appending records
 /// to `output` (and dropped prompts to [`dropped_path`]`(output)`), skipping the prompts
@@ -155,40 +75,34 @@ pub fn run_revision<G: Generator + ?Sized>(
     config: &RevisionConfig,
     output: &Path,
 ) -> Result<RunSummary> {
-    run_revision_until(
-        generator,
-        constitution,
-        prompts,
-        config,
-        output,
-        &AtomicBool::new(false),
-    )
+    run_revision_until(generator, constitution, prompts, config, output, &Silent)
 }
 
-/// [`run_revision`] that stops cleanly, before starting the next batch, once `stop` is
-/// set (e.g. by a Ctrl-C handler): the batch in flight is finished and written, and the
-/// summary has `stopped: true`. A rerun continues where it stopped.
+/// [`run_revision`] reporting to `observer` (prompts done, tokens generated) and stopping
+/// cleanly, before starting the next batch, once it asks to ([`Observer::should_stop`];
+/// a plain `AtomicBool` set by a Ctrl-C handler is such an observer): the batch in flight
+/// is finished and written, and the summary has `stopped: true`. A rerun continues where
+/// it stopped.
 pub fn run_revision_until<G: Generator + ?Sized>(
     generator: &G,
     constitution: &Constitution,
     prompts: &[PromptRecord],
     config: &RevisionConfig,
     output: &Path,
-    stop: &AtomicBool,
+    observer: &dyn Observer,
 ) -> Result<RunSummary> {
     config.validate()?;
     let start = Instant::now();
     let prompts = &prompts[..config.limit.unwrap_or(usize::MAX).min(prompts.len())];
     let sampler = PrincipleSampler::for_critiques(constitution, config.seed)?;
     let fingerprint = constitution_fingerprint(constitution);
-    let (mut out, done_ids) = JsonlWriter::open_checked(output, |line, record| {
+    let (mut out, done_ids) = open_records(output, |line, record| {
         check_settings(output, line, record, config, &fingerprint)
     })?;
     let dropped_file = dropped_path(output);
-    let (mut dropped_out, dropped_ids) =
-        JsonlWriter::open_checked(&dropped_file, |line, record| {
-            check_settings(&dropped_file, line, record, config, &fingerprint)
-        })?;
+    let (mut dropped_out, dropped_ids) = open_records(&dropped_file, |line, record| {
+        check_settings(&dropped_file, line, record, config, &fingerprint)
+    })?;
     let finished: HashSet<&str> = done_ids
         .iter()
         .chain(&dropped_ids)
@@ -206,14 +120,21 @@ pub fn run_revision_until<G: Generator + ?Sized>(
             skipped: prompts.len() - pending,
             ..RunSummary::default()
         },
-        bar: progress_bar(pending as u64, config.progress),
+        observer,
+        progress: Progress::new(
+            "revise",
+            "prompts",
+            (prompts.len() - pending) as u64,
+            prompts.len() as u64,
+        ),
         start,
     };
+    observer.update(&r.progress);
     for (chunk, items) in prompts.chunks(config.batch_size).enumerate() {
         if items.iter().all(|p| finished.contains(p.id.as_str())) {
             continue;
         }
-        if stop.load(Ordering::SeqCst) {
+        if observer.should_stop() {
             r.summary.stopped = true;
             break;
         }
@@ -268,159 +189,12 @@ pub fn run_revision_until<G: Generator + ?Sized>(
         }
         out.sync()?;
         dropped_out.sync()?;
-        r.bar.inc(written);
+        r.progress.done += written;
+        r.report();
     }
-    r.bar.finish_and_clear();
+    observer.finish(&r.progress);
     r.summary.elapsed = start.elapsed();
     Ok(r.summary)
-}
-
-/// The settings a record of the output (or dropped) file stores; each is `None` when the
-/// record lacks it (it was written before the field existed, or it is a dropped record).
-#[derive(Deserialize)]
-struct StoredSettings {
-    seed: Option<u64>,
-    format: Option<PromptFormat>,
-    rounds: Option<Vec<serde::de::IgnoredAny>>,
-    emit_every_round: Option<bool>,
-    replacement: Option<Replacement>,
-    constitution: Option<String>,
-}
-
-/// Checks that the record on line `line` of `file` was written with the settings of
-/// `config` (and the constitution of fingerprint `fingerprint`), as far as it stores them.
-fn check_settings(
-    file: &Path,
-    line: usize,
-    record: &serde_json::Value,
-    config: &RevisionConfig,
-    fingerprint: &str,
-) -> Result<()> {
-    let stored = StoredSettings::deserialize(record).map_err(|e| RevisionError::CorruptOutput {
-        file: file.to_path_buf(),
-        line,
-        message: e.to_string(),
-    })?;
-    let mismatch = |field: &str, found: String, expected: String| {
-        Err(RevisionError::SettingsMismatch {
-            file: file.to_path_buf(),
-            line,
-            field: field.to_string(),
-            found,
-            expected,
-        })
-    };
-    if let Some(seed) = stored.seed
-        && seed != config.seed
-    {
-        return mismatch("seed", seed.to_string(), config.seed.to_string());
-    }
-    if let Some(rounds) = &stored.rounds
-        && rounds.len() != config.rounds
-    {
-        return mismatch(
-            "rounds",
-            rounds.len().to_string(),
-            config.rounds.to_string(),
-        );
-    }
-    if let Some(format) = stored.format
-        && format != config.format
-    {
-        return mismatch(
-            "format",
-            format_name(format).into(),
-            format_name(config.format).into(),
-        );
-    }
-    if let Some(every) = stored.emit_every_round
-        && every != config.emit_every_round
-    {
-        return mismatch(
-            "emit_every_round",
-            every.to_string(),
-            config.emit_every_round.to_string(),
-        );
-    }
-    if let Some(replacement) = stored.replacement
-        && replacement != config.replacement
-    {
-        return mismatch(
-            "replacement",
-            replacement_name(replacement).into(),
-            replacement_name(config.replacement).into(),
-        );
-    }
-    if let Some(found) = stored.constitution
-        && found != fingerprint
-    {
-        return mismatch("constitution", found, fingerprint.to_string());
-    }
-    Ok(())
-}
-
-/// The name of a prompt format in the records.
-fn format_name(format: PromptFormat) -> &'static str {
-    match format {
-        PromptFormat::Chat => "chat",
-        PromptFormat::Raw => "raw",
-    }
-}
-
-/// The name of a replacement mode in the records.
-fn replacement_name(replacement: Replacement) -> &'static str {
-    match replacement {
-        Replacement::With => "with",
-        Replacement::Without => "without",
-    }
-}
-
-/// A fingerprint of what of `constitution` shapes the records of this stage: the critique
-/// principles (ids, requests and weights, in order) and the critique exemplars (their
-/// texts, in order; not their ids). It is 16 hexadecimal digits (a 64-bit FNV-1a hash),
-/// the same on every platform; editing any of those parts changes it (barring a hash
-/// collision), while the comparison principles and exemplars (the feedback stage) do not
-/// enter it. Stored in every record as `constitution`.
-pub fn constitution_fingerprint(constitution: &Constitution) -> String {
-    let mut h = rlaif_core::Fnv1a::default();
-    h.u64(constitution.principles.len() as u64);
-    for p in &constitution.principles {
-        h.str(&p.id);
-        h.str(&p.critique);
-        h.str(&p.revision);
-        h.u64(p.weight.to_bits());
-    }
-    h.u64(constitution.critique_exemplars.len() as u64);
-    for e in &constitution.critique_exemplars {
-        h.u64(e.conversation.messages.len() as u64);
-        for m in &e.conversation.messages {
-            h.str(m.role.as_str());
-            h.str(&m.content);
-        }
-        h.u64(e.rounds.len() as u64);
-        for r in &e.rounds {
-            h.str(&r.critique_request);
-            h.str(&r.critique);
-            h.str(&r.revision_request);
-            h.str(&r.revision);
-        }
-    }
-    h.hex()
-}
-
-fn progress_bar(len: u64, visible: bool) -> ProgressBar {
-    let target = if visible {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let bar = ProgressBar::with_draw_target(Some(len), target);
-    let style = ProgressStyle::with_template(
-        "{bar:30.cyan/blue} {pos}/{len} prompts  {msg}  elapsed {elapsed}  ETA {eta}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar
 }
 
 struct ChainState<'a> {
@@ -498,15 +272,18 @@ struct Runner<'g, G: ?Sized> {
     generator: &'g G,
     config: &'g RevisionConfig,
     summary: RunSummary,
-    bar: ProgressBar,
+    observer: &'g dyn Observer,
+    progress: Progress,
     start: Instant,
 }
 
-/// One generation job: the chain it belongs to, its prompt, the texts it must not echo.
-pub(crate) struct Job {
-    pub(crate) chain: usize,
-    pub(crate) prompt: Prompt,
-    pub(crate) references: Vec<String>,
+impl<G: ?Sized> Runner<'_, G> {
+    /// Sends the progress, with the tokens and time so far.
+    fn report(&mut self) {
+        self.progress.tokens = self.summary.tokens as u64;
+        self.progress.elapsed = self.start.elapsed();
+        self.observer.update(&self.progress);
+    }
 }
 
 impl<G: Generator + ?Sized> Runner<'_, G> {
@@ -630,9 +407,7 @@ impl<G: Generator + ?Sized> Runner<'_, G> {
                 ])
             },
         )?;
-        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
-        self.bar
-            .set_message(format!("{:.1} tokens/s", self.summary.tokens as f64 / secs));
+        self.report();
         let mut ok = Vec::with_capacity(jobs.len());
         for (job, outcome) in jobs.iter().zip(outcomes) {
             states[job.chain].events.extend(outcome.events);
@@ -646,76 +421,6 @@ impl<G: Generator + ?Sized> Runner<'_, G> {
     }
 }
 
-/// What [`generate_with_retries`] got for one job.
-pub(crate) struct Outcome {
-    /// The usable output, or `None` when every attempt was degenerate.
-    pub(crate) text: Option<String>,
-    /// The degenerate outputs met, in attempt order.
-    pub(crate) events: Vec<DegenerateEvent>,
-}
-
-/// Generates one output per job, regenerating the degenerate ones (attempt `a` uses
-/// `seed(a)`) up to the policy's number of attempts. Generator calls, tokens, retries and
-/// degenerate outputs are counted into `summary`; `at` is the stage and round recorded in
-/// the degenerate events.
-pub(crate) fn generate_with_retries<G: Generator + ?Sized>(
-    generator: &G,
-    config: &RevisionConfig,
-    summary: &mut RunSummary,
-    jobs: &[Job],
-    max_new_tokens: usize,
-    at: (Stage, Option<usize>),
-    seed: impl Fn(usize) -> u64,
-) -> Result<Vec<Outcome>> {
-    let mut outcomes: Vec<Outcome> = jobs
-        .iter()
-        .map(|_| Outcome {
-            text: None,
-            events: vec![],
-        })
-        .collect();
-    let mut todo: Vec<usize> = (0..jobs.len()).collect();
-    for attempt in 0..config.degenerate.max_attempts() {
-        if todo.is_empty() {
-            break;
-        }
-        if attempt > 0 {
-            summary.retried += todo.len();
-        }
-        let params = config.sampling(max_new_tokens, seed(attempt));
-        let prompts: Vec<Prompt> = todo.iter().map(|&j| jobs[j].prompt.clone()).collect();
-        let out = generator.generate(&prompts, &params)?;
-        summary.generator_calls += 1;
-        if out.len() != prompts.len() {
-            return Err(RevisionError::CompletionCount {
-                expected: prompts.len(),
-                got: out.len(),
-            });
-        }
-        summary.tokens += out.iter().map(|c| c.token_ids.len()).sum::<usize>();
-        let mut next = Vec::new();
-        for (j, completion) in todo.into_iter().zip(out) {
-            let text = completion.text.trim().to_string();
-            let refs: Vec<&str> = jobs[j].references.iter().map(String::as_str).collect();
-            match detect(&text, &refs) {
-                None => outcomes[j].text = Some(text),
-                Some(kind) => {
-                    summary.degenerate.add(kind);
-                    outcomes[j].events.push(DegenerateEvent {
-                        stage: at.0,
-                        round: at.1,
-                        kind,
-                        attempt,
-                    });
-                    next.push(j);
-                }
-            }
-        }
-        todo = next;
-    }
-    Ok(outcomes)
-}
-
 fn alive<'s, 'a>(
     states: &'s [ChainState<'a>],
 ) -> impl Iterator<Item = (usize, &'s ChainState<'a>)> {
@@ -723,29 +428,4 @@ fn alive<'s, 'a>(
         .iter()
         .enumerate()
         .filter(|(_, s)| s.dropped_at.is_none())
-}
-
-/// The prompt of the initial response: the user message alone (chat) or
-/// `"\n\nHuman: <prompt>\n\nAssistant:"` (raw).
-pub fn initial_prompt(format: PromptFormat, prompt: &str) -> Prompt {
-    match format {
-        PromptFormat::Chat => Prompt::Chat(Conversation::new().user(prompt)),
-        PromptFormat::Raw => Prompt::Text(format!("\n\nHuman: {prompt}\n\nAssistant:")),
-    }
-}
-
-/// SplitMix64 of the parts, folded in order: the seed of one generator call.
-pub fn derive_seed(parts: &[u64]) -> u64 {
-    let mut h = 0x243F_6A88_85A3_08D3u64;
-    for &p in parts {
-        h = splitmix64(h ^ p);
-    }
-    h
-}
-
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

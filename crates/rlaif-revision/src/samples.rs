@@ -18,17 +18,20 @@
 //! records), and stoppable between chunks.
 
 use crate::config::RevisionConfig;
-use crate::error::{Result, RevisionError};
+use crate::error::Result;
+use crate::output::open_records;
 use crate::prompts_io::PromptRecord;
 use crate::record::{DegenerateEvent, Stage};
-use crate::run::{Job, RunSummary, derive_seed, generate_with_retries, initial_prompt};
-use crate::writer::JsonlWriter;
-use rlaif_constitution::PromptFormat;
+use crate::resume::check_settings;
+use crate::retry::{Job, generate_with_retries};
+use crate::summary::RunSummary;
+use rlaif_constitution::{PromptFormat, initial_prompt};
 use rlaif_core::Generator;
+use rlaif_core::progress::{Observer, Progress};
+use rlaif_core::seed::derive_seed;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// One sampled answer.
@@ -55,43 +58,49 @@ pub struct SampleRecord {
 }
 
 /// Samples one answer per prompt with `generator`, appending [`SampleRecord`]s to
-/// `output` and skipping prompts already there; stops between chunks once `stop` is set.
-/// A prompt whose answer is still degenerate after the policy's attempts is left out
-/// (counted in `dropped`; a rerun tries it again with the same seeds, so it stays out).
+/// `output` and skipping prompts already there, after checking that they were written
+/// with this run's `seed` and `format` (else [`RevisionError::SettingsMismatch`] naming
+/// the line and the setting). Progress goes to `observer`; once it asks to stop, the run
+/// stops between chunks. A prompt whose answer is still degenerate after the policy's
+/// attempts is left out (counted in `dropped`; a rerun tries it again with the same seeds,
+/// so it stays out).
+///
+/// [`RevisionError::SettingsMismatch`]: crate::RevisionError::SettingsMismatch
 pub fn sample_responses<G: Generator + ?Sized>(
     generator: &G,
     prompts: &[PromptRecord],
     config: &RevisionConfig,
     output: &Path,
-    stop: &AtomicBool,
+    observer: &dyn Observer,
 ) -> Result<RunSummary> {
     config.validate()?;
     let start = Instant::now();
     let prompts = &prompts[..config.limit.unwrap_or(usize::MAX).min(prompts.len())];
-    let (mut out, done) = JsonlWriter::open_checked(output, |line, record| {
-        match record.get("seed").and_then(serde_json::Value::as_u64) {
-            Some(seed) if seed != config.seed => Err(RevisionError::SettingsMismatch {
-                file: output.to_path_buf(),
-                line,
-                field: "seed".into(),
-                found: seed.to_string(),
-                expected: config.seed.to_string(),
-            }),
-            _ => Ok(()),
-        }
+    // Sample records store the seed and the format; the other settings the check knows
+    // (rounds, constitution, ...) are absent from them, so not checked.
+    let (mut out, done) = open_records(output, |line, record| {
+        check_settings(output, line, record, config, "")
     })?;
     let done: HashSet<String> = done.into_iter().collect();
     let mut summary = RunSummary {
         total: prompts.len(),
         ..RunSummary::default()
     };
+    let pending = prompts.iter().filter(|p| !done.contains(&p.id)).count();
+    let mut progress = Progress::new(
+        "sample",
+        "prompts",
+        (prompts.len() - pending) as u64,
+        prompts.len() as u64,
+    );
+    observer.update(&progress);
     for (chunk, batch) in prompts.chunks(config.batch_size).enumerate() {
         let base = chunk * config.batch_size;
         if batch.iter().all(|p| done.contains(&p.id)) {
             summary.skipped += batch.len();
             continue;
         }
-        if stop.load(Ordering::SeqCst) {
+        if observer.should_stop() {
             summary.stopped = true;
             break;
         }
@@ -114,14 +123,17 @@ pub fn sample_responses<G: Generator + ?Sized>(
             |attempt| derive_seed(&[config.seed, chunk as u64, 0x5A4D, attempt as u64]),
         )?;
         for (i, (p, outcome)) in batch.iter().zip(outcomes).enumerate() {
-            let Some(completion) = outcome.text else {
-                summary.dropped += 1;
-                continue;
-            };
+            // Written by an earlier session: regenerated only because its chunk is
+            // generated whole; whatever came out this time, it is skipped.
             if done.contains(&p.id) {
                 summary.skipped += 1;
                 continue;
             }
+            progress.done += 1;
+            let Some(completion) = outcome.text else {
+                summary.dropped += 1;
+                continue;
+            };
             out.append(&SampleRecord {
                 id: p.id.clone(),
                 category: p.category.clone(),
@@ -135,7 +147,11 @@ pub fn sample_responses<G: Generator + ?Sized>(
             summary.done += 1;
         }
         out.sync()?;
+        progress.tokens = summary.tokens as u64;
+        progress.elapsed = start.elapsed();
+        observer.update(&progress);
     }
+    observer.finish(&progress);
     summary.elapsed = start.elapsed();
     Ok(summary)
 }
@@ -143,8 +159,10 @@ pub fn sample_responses<G: Generator + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RevisionError;
     use rlaif_core::{Completion, FinishReason, Prompt, SamplingParams};
     use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
 
     /// Answers "Answer to <prompt> (seed <seed>)", except that the prompt "echo me" is
     /// echoed the first two times it is asked; counts the prompts it is asked.
@@ -191,7 +209,6 @@ mod tests {
             .collect();
         let config = RevisionConfig {
             batch_size: 2,
-            progress: false,
             degenerate: crate::DegeneratePolicy::Retry { max_attempts: 8 },
             ..RevisionConfig::default()
         };
@@ -244,5 +261,88 @@ mod tests {
         let fresh = dir.path().join("stopped.jsonl");
         let s = sample_responses(&toy, &prompts, &config, &fresh, &AtomicBool::new(true)).unwrap();
         assert!(s.stopped && s.done == 0);
+    }
+
+    #[test]
+    fn resuming_with_another_format_is_refused() {
+        let prompts = vec![PromptRecord::new("hp-0", "bread")];
+        let config = RevisionConfig::default();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("helpful.jsonl");
+        let toy = Toy(Mutex::new(0), Mutex::new(0));
+        sample_responses(&toy, &prompts, &config, &out, &AtomicBool::new(false)).unwrap();
+        let raw = RevisionConfig {
+            format: PromptFormat::Raw,
+            ..config
+        };
+        let err =
+            sample_responses(&toy, &prompts, &raw, &out, &AtomicBool::new(false)).unwrap_err();
+        match err {
+            RevisionError::SettingsMismatch {
+                field,
+                found,
+                expected,
+                line: 1,
+                ..
+            } => assert_eq!(
+                (field.as_str(), found.as_str(), expected.as_str()),
+                ("format", "chat", "raw")
+            ),
+            other => panic!("expected a settings mismatch, got {other}"),
+        }
+    }
+
+    #[test]
+    fn a_written_prompt_regenerated_degenerate_is_skipped_not_dropped() {
+        // Echoes "tea" once `echo` is set: a degenerate output.
+        struct Flaky(std::sync::atomic::AtomicBool);
+        impl Generator for Flaky {
+            fn generate(
+                &self,
+                prompts: &[Prompt],
+                _: &SamplingParams,
+            ) -> rlaif_core::Result<Vec<Completion>> {
+                let echo = self.0.load(std::sync::atomic::Ordering::SeqCst);
+                Ok(prompts
+                    .iter()
+                    .map(|p| {
+                        let Prompt::Chat(c) = p else {
+                            panic!("chat prompts")
+                        };
+                        let user = &c.messages[0].content;
+                        Completion {
+                            text: if echo && user == "tea" {
+                                user.clone()
+                            } else {
+                                format!("A fine answer about {user}.")
+                            },
+                            token_ids: vec![1; 4],
+                            logprobs: vec![0.0; 4],
+                            finish_reason: FinishReason::Eos,
+                        }
+                    })
+                    .collect())
+            }
+        }
+        let prompts = vec![
+            PromptRecord::new("a", "bread"),
+            PromptRecord::new("b", "tea"),
+        ];
+        let config = RevisionConfig {
+            batch_size: 2,
+            degenerate: crate::DegeneratePolicy::Drop,
+            ..RevisionConfig::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("helpful.jsonl");
+        let g = Flaky(AtomicBool::new(false));
+        sample_responses(&g, &prompts, &config, &out, &AtomicBool::new(false)).unwrap();
+        // The first record is lost; "tea" stays written, but now comes out degenerate when
+        // its chunk is generated again.
+        let text = std::fs::read_to_string(&out).unwrap();
+        std::fs::write(&out, text.lines().nth(1).unwrap().to_string() + "\n").unwrap();
+        g.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        let s = sample_responses(&g, &prompts, &config, &out, &AtomicBool::new(false)).unwrap();
+        assert_eq!((s.done, s.skipped, s.dropped), (1, 1, 0));
     }
 }

@@ -158,7 +158,6 @@ fn config(rounds: usize, batch_size: usize) -> RevisionConfig {
         rounds,
         batch_size,
         seed: 7,
-        progress: false,
         ..RevisionConfig::default()
     }
 }

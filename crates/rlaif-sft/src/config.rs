@@ -2,7 +2,8 @@
 
 use crate::encode::LengthPolicy;
 use crate::error::{Result, SftError};
-use crate::schedule::LrSchedule;
+use rlaif_train::OptimConfig;
+use rlaif_train::schedule::LrSchedule;
 use serde::{Deserialize, Serialize};
 
 /// Everything that shapes an SFT run. The defaults follow TRL's `SFTConfig` / Hugging Face's
@@ -30,7 +31,6 @@ use serde::{Deserialize, Serialize};
 /// | `checkpoint_every` | 50 | optimizer steps between checkpoints (also after the last step and on interruption) |
 /// | `keep_checkpoints` | 2 | the newest are kept, older ones deleted |
 /// | `seed` | 0 | data order |
-/// | `progress` | true | progress bar on stderr, when it is a terminal |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SftConfig {
@@ -78,8 +78,6 @@ pub struct SftConfig {
     pub keep_checkpoints: usize,
     /// Seed of the data order.
     pub seed: u64,
-    /// Draw a progress bar on stderr (only when it is a terminal).
-    pub progress: bool,
 }
 
 impl Default for SftConfig {
@@ -106,58 +104,45 @@ impl Default for SftConfig {
             checkpoint_every: Some(50),
             keep_checkpoints: 2,
             seed: 0,
-            progress: true,
         }
     }
 }
 
 /// Fields that may change between a run and its resumption: they don't change what is
 /// computed.
-pub(crate) const RESUMABLE_FIELDS: [&str; 5] = [
+pub(crate) const RESUMABLE_FIELDS: [&str; 4] = [
     "eval_every",
     "eval_batch_size",
     "checkpoint_every",
     "keep_checkpoints",
-    "progress",
 ];
 
 impl SftConfig {
-    /// Checks the ranges.
+    /// The optimizer settings, for the shared trainer.
+    pub fn optim(&self) -> OptimConfig {
+        OptimConfig {
+            learning_rate: self.learning_rate,
+            schedule: self.schedule,
+            warmup_ratio: self.warmup_ratio,
+            warmup_steps: self.warmup_steps,
+            min_lr_ratio: self.min_lr_ratio,
+            weight_decay: self.weight_decay,
+            adam_beta1: self.adam_beta1,
+            adam_beta2: self.adam_beta2,
+            adam_epsilon: self.adam_epsilon,
+            max_grad_norm: self.max_grad_norm,
+        }
+    }
+
+    /// Checks the ranges; the error names the field.
     pub fn validate(&self) -> Result<()> {
+        self.optim().validate()?;
         let bad = |field, message: &str| {
             Err(SftError::Config {
                 field,
                 message: message.to_string(),
             })
         };
-        if !(self.learning_rate > 0.0 && self.learning_rate <= 1.0) {
-            return bad("learning_rate", "must be in (0, 1]");
-        }
-        if !(0.0..1.0).contains(&self.warmup_ratio) {
-            return bad("warmup_ratio", "must be in [0, 1)");
-        }
-        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
-            return bad("min_lr_ratio", "must be in [0, 1]");
-        }
-        if !(self.weight_decay >= 0.0 && self.weight_decay < 1.0) {
-            return bad("weight_decay", "must be in [0, 1)");
-        }
-        for (field, b) in [
-            ("adam_beta1", self.adam_beta1),
-            ("adam_beta2", self.adam_beta2),
-        ] {
-            if !(0.0..1.0).contains(&b) {
-                return bad(field, "must be in [0, 1)");
-            }
-        }
-        if !(self.adam_epsilon > 0.0 && self.adam_epsilon.is_finite()) {
-            return bad("adam_epsilon", "must be positive and finite");
-        }
-        if let Some(m) = self.max_grad_norm
-            && !(m > 0.0 && m.is_finite())
-        {
-            return bad("max_grad_norm", "must be positive and finite (or none)");
-        }
         for (field, v) in [
             ("batch_size", self.batch_size),
             ("grad_accum_steps", self.grad_accum_steps),
@@ -201,8 +186,6 @@ impl SftConfig {
 
     /// Warm-up steps out of `total` (at most `total − 1`, so the peak is reached).
     pub fn warmup(&self, total: usize) -> usize {
-        self.warmup_steps
-            .unwrap_or_else(|| (self.warmup_ratio * total as f64).ceil() as usize)
-            .min(total.saturating_sub(1))
+        self.optim().warmup(total)
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! 1. A record of `rlaif-revision` (it has an `sft` list): one example per
 //!    `{"prompt", "completion"}` pair, with the prompt the model answered
-//!    ([`rlaif_revision::run::initial_prompt`] in the record's `format`).
+//!    ([`rlaif_constitution::initial_prompt`] in the record's `format`).
 //! 2. `{"messages": [...]}` (Hugging Face / TRL conversational language modelling): the
 //!    last message must be the assistant's; it is the completion, the messages before it
 //!    are the prompt.
@@ -16,11 +16,11 @@
 //! `id` (a string) is optional; without it the id is `<file stem>:<line>`. Loss is taken
 //! on the completion only (see [`crate::encode`]).
 
-use crate::error::{Result, SftError};
-use rand::SeedableRng;
+use crate::error::Result;
 use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use rlaif_constitution::PromptFormat;
+use rlaif_core::jsonl::{self, Fields, JsonlError, Line};
+use rlaif_core::seed::stream_rng;
 use rlaif_core::{Conversation, Message, Prompt, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -94,7 +94,7 @@ pub fn read_examples(
     default_format: PromptFormat,
 ) -> Result<Vec<SftExample>> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| SftError::io(path, e))?;
+    let text = jsonl::read_text(path)?;
     parse_examples(&text, path, source, default_format)
 }
 
@@ -110,131 +110,100 @@ pub fn parse_examples(
         .map_or_else(|| "data".into(), |s| s.to_string_lossy().into_owned());
     let mut out = Vec::new();
     let mut seen = std::collections::HashMap::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let value: Value = serde_json::from_str(raw).map_err(|e| SftError::DataSyntax {
-            file: file.to_path_buf(),
-            line,
-            message: format!("not JSON: {e}"),
-        })?;
-        let Value::Object(obj) = value else {
-            return Err(SftError::DataSyntax {
-                file: file.to_path_buf(),
-                line,
-                message: "expected a JSON object".into(),
-            });
-        };
-        let ctx = LineCtx { file, line };
+    for line in jsonl::lines(file, text) {
+        let obj = line.object()?;
         let before = out.len();
-        parse_line(&obj, &ctx, &stem, source, default_format, &mut out)?;
+        parse_line(&obj, &line, &stem, source, default_format, &mut out)?;
         for ex in &out[before..] {
-            if let Some(first) = seen.insert(ex.id.clone(), line) {
-                return Err(ctx.field(
-                    "id",
-                    format!("duplicate id `{}` (first on line {first})", ex.id),
-                ));
+            if let Some(first) = seen.insert(ex.id.clone(), line.number) {
+                return Err(line
+                    .field_error(
+                        "id",
+                        format!("duplicate id `{}` (first on line {first})", ex.id),
+                    )
+                    .into());
             }
         }
     }
     Ok(out)
 }
 
-struct LineCtx<'a> {
-    file: &'a Path,
-    line: usize,
+fn origin(line: &Line<'_>) -> Origin {
+    Origin {
+        file: line.file.to_path_buf(),
+        line: line.number,
+    }
 }
 
-impl LineCtx<'_> {
-    fn field(&self, field: impl Into<String>, message: impl Into<String>) -> SftError {
-        SftError::DataField {
-            file: self.file.to_path_buf(),
-            line: self.line,
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    fn origin(&self) -> Origin {
-        Origin {
-            file: self.file.to_path_buf(),
-            line: self.line,
-        }
-    }
-
-    fn string<'v>(&self, obj: &'v Map<String, Value>, key: &str) -> Result<&'v str> {
-        match obj.get(key) {
-            None => Err(self.field(key, "missing")),
-            Some(Value::String(s)) if s.trim().is_empty() => Err(self.field(key, "is empty")),
-            Some(Value::String(s)) => Ok(s),
-            Some(_) => Err(self.field(key, "expected a string")),
-        }
-    }
-
-    fn messages(&self, v: &Value, key: &str) -> Result<Vec<Message>> {
-        let Value::Array(items) = v else {
-            return Err(self.field(key, "expected a list of messages"));
-        };
-        items
-            .iter()
-            .enumerate()
-            .map(|(k, m)| {
-                let at = format!("{key}[{k}]");
-                let Value::Object(m) = m else {
-                    return Err(self.field(at, "expected a {\"role\", \"content\"} object"));
-                };
-                let role = match m.get("role").and_then(Value::as_str) {
-                    Some("system") => Role::System,
-                    Some("user") => Role::User,
-                    Some("assistant") => Role::Assistant,
-                    Some(other) => {
-                        return Err(self.field(
-                            format!("{at}.role"),
-                            format!("unknown role `{other}` (system, user, assistant)"),
-                        ));
-                    }
-                    None => return Err(self.field(format!("{at}.role"), "missing or not a string")),
-                };
-                let content = m.get("content").and_then(Value::as_str).ok_or_else(|| {
-                    self.field(format!("{at}.content"), "missing or not a string")
-                })?;
-                Ok(Message {
-                    role,
-                    content: content.to_string(),
-                })
+/// A list of `{"role", "content"}` messages, the value of `key`.
+fn parse_messages(line: &Line<'_>, v: &Value, key: &str) -> Result<Vec<Message>, JsonlError> {
+    let Value::Array(items) = v else {
+        return Err(line.field_error(key, "expected a list of messages"));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(k, m)| {
+            let at = format!("{key}[{k}]");
+            let Value::Object(m) = m else {
+                return Err(line.field_error(at, "expected a {\"role\", \"content\"} object"));
+            };
+            let role = match m.get("role").and_then(Value::as_str) {
+                Some("system") => Role::System,
+                Some("user") => Role::User,
+                Some("assistant") => Role::Assistant,
+                Some(other) => {
+                    return Err(line.field_error(
+                        format!("{at}.role"),
+                        format!("unknown role `{other}` (system, user, assistant)"),
+                    ));
+                }
+                None => {
+                    return Err(line.field_error(format!("{at}.role"), "missing or not a string"));
+                }
+            };
+            let content = m.get("content").and_then(Value::as_str).ok_or_else(|| {
+                line.field_error(format!("{at}.content"), "missing or not a string")
+            })?;
+            Ok(Message {
+                role,
+                content: content.to_string(),
             })
-            .collect()
-    }
+        })
+        .collect()
+}
 
-    fn format(&self, obj: &Map<String, Value>, default: PromptFormat) -> Result<PromptFormat> {
-        match obj.get("format") {
-            None => Ok(default),
-            Some(Value::String(s)) if s == "chat" => Ok(PromptFormat::Chat),
-            Some(Value::String(s)) if s == "raw" => Ok(PromptFormat::Raw),
-            Some(other) => Err(self.field(
-                "format",
-                format!("expected \"chat\" or \"raw\", found {other}"),
-            )),
-        }
+/// The line's `format` (`chat` or `raw`), `default` when absent.
+fn format(
+    line: &Line<'_>,
+    obj: &Map<String, Value>,
+    default: PromptFormat,
+) -> Result<PromptFormat, JsonlError> {
+    match obj.get("format") {
+        None => Ok(default),
+        Some(Value::String(s)) if s == "chat" => Ok(PromptFormat::Chat),
+        Some(Value::String(s)) if s == "raw" => Ok(PromptFormat::Raw),
+        Some(other) => Err(line.field_error(
+            "format",
+            format!("expected \"chat\" or \"raw\", found {other}"),
+        )),
     }
 }
 
 fn parse_line(
     obj: &Map<String, Value>,
-    ctx: &LineCtx<'_>,
+    line: &Line<'_>,
     stem: &str,
     source: &str,
     default_format: PromptFormat,
     out: &mut Vec<SftExample>,
-) -> Result<()> {
+) -> Result<(), JsonlError> {
     let id = match obj.get("id") {
-        None => format!("{stem}:{}", ctx.line),
+        None => format!("{stem}:{}", line.number),
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(_) => return Err(ctx.field("id", "expected a non-empty string")),
+        Some(_) => return Err(line.field_error("id", "expected a non-empty string")),
     };
-    let format = ctx.format(obj, default_format)?;
+    let format = format(line, obj, default_format)?;
     let group = id.clone();
     let mut push = |id: String, prompt: Prompt, completion: String| {
         out.push(SftExample {
@@ -243,11 +212,11 @@ fn parse_line(
             source: source.to_string(),
             prompt,
             completion,
-            origin: ctx.origin(),
+            origin: origin(line),
         })
     };
     // The prompt the revision loop asked; a raw completion follows a space.
-    let text_prompt = |p: &str| rlaif_revision::run::initial_prompt(format, p);
+    let text_prompt = |p: &str| rlaif_constitution::initial_prompt(format, p);
     let text_completion = |c: &str| match format {
         PromptFormat::Chat => c.to_string(),
         PromptFormat::Raw => format!(" {}", c.trim_start()),
@@ -256,26 +225,28 @@ fn parse_line(
     if let Some(sft) = obj.get("sft") {
         // A record of rlaif-revision.
         let Value::Array(pairs) = sft else {
-            return Err(ctx.field(
+            return Err(line.field_error(
                 "sft",
                 "expected a list of {\"prompt\", \"completion\"} pairs",
             ));
         };
         if pairs.is_empty() {
-            return Err(ctx.field("sft", "is empty"));
+            return Err(line.field_error("sft", "is empty"));
         }
         let several = pairs.len() > 1;
         for (k, pair) in pairs.iter().enumerate() {
             let Value::Object(pair) = pair else {
-                return Err(ctx.field(format!("sft[{k}]"), "expected an object"));
+                return Err(line.field_error(format!("sft[{k}]"), "expected an object"));
             };
             let sub = |f: &str| format!("sft[{k}].{f}");
-            let p = ctx
-                .string(pair, "prompt")
-                .map_err(|_| ctx.field(sub("prompt"), "missing, empty or not a string"))?;
-            let c = ctx
-                .string(pair, "completion")
-                .map_err(|_| ctx.field(sub("completion"), "missing, empty or not a string"))?;
+            let p = Fields::new(line, pair)
+                .required_str("prompt")
+                .map_err(|_| line.field_error(sub("prompt"), "missing, empty or not a string"))?;
+            let c = Fields::new(line, pair)
+                .required_str("completion")
+                .map_err(|_| {
+                    line.field_error(sub("completion"), "missing, empty or not a string")
+                })?;
             let id = if several {
                 format!("{id}#{k}")
             } else {
@@ -287,25 +258,25 @@ fn parse_line(
     }
 
     if let Some(messages) = obj.get("messages") {
-        let mut msgs = ctx.messages(messages, "messages")?;
+        let mut msgs = parse_messages(line, messages, "messages")?;
         let n = msgs.len();
         let last = msgs
             .pop()
-            .ok_or_else(|| ctx.field("messages", "is empty"))?;
+            .ok_or_else(|| line.field_error("messages", "is empty"))?;
         if last.role != Role::Assistant {
-            return Err(ctx.field(
+            return Err(line.field_error(
                 format!("messages[{}].role", n - 1),
                 "the last message must be the assistant's (it is what is learnt)",
             ));
         }
         if msgs.is_empty() {
-            return Err(ctx.field(
+            return Err(line.field_error(
                 "messages",
                 "needs at least one message before the assistant's",
             ));
         }
         if last.content.trim().is_empty() {
-            return Err(ctx.field(format!("messages[{}].content", n - 1), "is empty"));
+            return Err(line.field_error(format!("messages[{}].content", n - 1), "is empty"));
         }
         push(
             id,
@@ -316,54 +287,58 @@ fn parse_line(
     }
 
     let prompt = obj.get("prompt").ok_or_else(|| {
-        ctx.field(
+        line.field_error(
             "prompt",
             "missing (a line needs `sft`, `messages` or `prompt` + `completion`)",
         )
     })?;
     let completion = obj
         .get("completion")
-        .ok_or_else(|| ctx.field("completion", "missing"))?;
+        .ok_or_else(|| line.field_error("completion", "missing"))?;
     let prompt = match prompt {
-        Value::String(_) => text_prompt(ctx.string(obj, "prompt")?),
+        Value::String(_) => text_prompt(Fields::new(line, obj).required_str("prompt")?),
         Value::Array(_) => {
             if obj.get("format").and_then(Value::as_str) == Some("raw") {
-                return Err(ctx.field(
+                return Err(line.field_error(
                     "format",
                     "a list of messages is a chat prompt, not raw text",
                 ));
             }
-            let msgs = ctx.messages(prompt, "prompt")?;
+            let msgs = parse_messages(line, prompt, "prompt")?;
             if msgs.is_empty() {
-                return Err(ctx.field("prompt", "is empty"));
+                return Err(line.field_error("prompt", "is empty"));
             }
             Prompt::Chat(Conversation { messages: msgs })
         }
-        _ => return Err(ctx.field("prompt", "expected a string or a list of messages")),
+        _ => return Err(line.field_error("prompt", "expected a string or a list of messages")),
     };
     let completion = match completion {
         Value::String(_) => {
-            let c = ctx.string(obj, "completion")?;
+            let c = Fields::new(line, obj).required_str("completion")?;
             match prompt {
                 Prompt::Chat(_) => c.to_string(),
                 Prompt::Text(_) => text_completion(c),
             }
         }
         Value::Array(_) => {
-            let msgs = ctx.messages(completion, "completion")?;
+            let msgs = parse_messages(line, completion, "completion")?;
             match msgs.as_slice() {
                 [m] if m.role == Role::Assistant && !m.content.trim().is_empty() => {
                     m.content.clone()
                 }
                 _ => {
-                    return Err(ctx.field(
+                    return Err(line.field_error(
                         "completion",
                         "expected exactly one non-empty assistant message",
                     ));
                 }
             }
         }
-        _ => return Err(ctx.field("completion", "expected a string or a list with one message")),
+        _ => {
+            return Err(
+                line.field_error("completion", "expected a string or a list with one message")
+            );
+        }
     };
     push(id, prompt, completion);
     Ok(())
@@ -392,7 +367,7 @@ pub fn split_eval(
     } else {
         k = k.min(n.saturating_sub(1));
     }
-    groups.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_E7A1));
+    groups.shuffle(&mut stream_rng(seed ^ 0x5EED_E7A1, 0));
     let held: std::collections::HashSet<String> =
         groups[..k].iter().map(|g| g.to_string()).collect();
     examples.into_iter().partition(|e| !held.contains(&e.group))
@@ -413,7 +388,7 @@ pub fn mix(
     if helpful.is_empty() || want == 0 {
         return out;
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4E1F_0000);
+    let mut rng = stream_rng(seed ^ 0x4E1F_0000, 0);
     let mut order: Vec<usize> = (0..helpful.len()).collect();
     let mut taken = 0;
     while taken < want {
@@ -435,6 +410,34 @@ pub struct SftData {
     pub eval: Vec<SftExample>,
 }
 
+/// How [`SftData::build`] assembles a training set.
+///
+/// | field | default | note |
+/// |---|---|---|
+/// | `helpful_ratio` | 1.0 | helpful examples mixed in per revision example (upsampled when there are fewer) |
+/// | `eval_fraction` | 0.1 | of each set's groups held out |
+/// | `seed` | 0 | the split and the mixing |
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Helpful examples per revision example.
+    pub helpful_ratio: f64,
+    /// The fraction of each set held out (by group).
+    pub eval_fraction: f64,
+    /// Seed of the split and the mixing.
+    pub seed: u64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            helpful_ratio: 1.0,
+            eval_fraction: 0.1,
+            seed: 0,
+        }
+    }
+}
+
 impl SftData {
     /// The usual stage-1 set: `revisions` and `helpful` are each split into train and
     /// held-out parts first (so an upsampled helpful example can't be on both sides), then
@@ -442,10 +445,13 @@ impl SftData {
     pub fn build(
         revisions: Vec<SftExample>,
         helpful: Vec<SftExample>,
-        helpful_ratio: f64,
-        eval_fraction: f64,
-        seed: u64,
+        config: &DataConfig,
     ) -> Self {
+        let DataConfig {
+            helpful_ratio,
+            eval_fraction,
+            seed,
+        } = *config;
         let (rev_train, rev_eval) = split_eval(revisions, eval_fraction, seed);
         let (help_train, help_eval) = split_eval(helpful, eval_fraction, seed.wrapping_add(1));
         Self {

@@ -13,6 +13,7 @@
 
 use crate::data::SftExample;
 use crate::error::{Result, SftError};
+use rlaif_core::jsonl::JsonlError;
 use rlaif_core::{Message, Prompt, Role};
 use rlaif_lm::LanguageModel;
 use serde::{Deserialize, Serialize};
@@ -118,12 +119,12 @@ pub fn encode_example(
     if prompt_len == 0 || prompt_len + 1 > max_len {
         return match policy {
             LengthPolicy::Skip => Ok(None),
-            LengthPolicy::Error if prompt_len == 0 => Err(SftError::DataField {
+            LengthPolicy::Error if prompt_len == 0 => Err(SftError::Jsonl(JsonlError::Line {
                 file: ex.origin.file.clone(),
                 line: ex.origin.line,
-                field: "prompt".into(),
+                field: Some("prompt".into()),
                 message: format!("example `{}`: the prompt renders to no tokens", ex.id),
-            }),
+            })),
             LengthPolicy::Error => Err(SftError::PromptTooLong {
                 file: ex.origin.file.clone(),
                 line: ex.origin.line,
@@ -137,12 +138,12 @@ pub fn encode_example(
     let keep = completion_ids.len().min(max_len - prompt_len);
     tokens.extend_from_slice(&completion_ids[..keep]);
     if tokens.len() == prompt_len {
-        return Err(SftError::DataField {
+        return Err(SftError::Jsonl(JsonlError::Line {
             file: ex.origin.file.clone(),
             line: ex.origin.line,
-            field: "completion".into(),
+            field: Some("completion".into()),
             message: format!("example `{}`: the completion renders to no tokens", ex.id),
-        });
+        }));
     }
     Ok(Some(EncodedExample {
         id: ex.id.clone(),

@@ -14,28 +14,10 @@ pub enum SftError {
         #[source]
         source: std::io::Error,
     },
-    /// A line of a data file is not a JSON object.
-    #[error("{}:{line}: {message}", file.display())]
-    DataSyntax {
-        /// The data file.
-        file: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// What is wrong.
-        message: String,
-    },
-    /// A field of a data record is missing, of the wrong type or empty.
-    #[error("{}:{line}: field `{field}`: {message}", file.display())]
-    DataField {
-        /// The data file.
-        file: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// The field (a JSON path such as `messages[2].role`).
-        field: String,
-        /// What is wrong with it.
-        message: String,
-    },
+    /// A line of a data file or of the run log is malformed, or a field of a data record
+    /// is missing, of the wrong type or empty (named by file, line and field).
+    #[error(transparent)]
+    Jsonl(#[from] rlaif_core::jsonl::JsonlError),
     /// An example's prompt leaves no room for a single response token within the length
     /// limit.
     #[error(
@@ -127,11 +109,48 @@ pub enum SftError {
     Json(#[from] serde_json::Error),
 }
 
-impl SftError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+impl From<rlaif_train::TrainError> for SftError {
+    fn from(e: rlaif_train::TrainError) -> Self {
+        use rlaif_train::TrainError as T;
+        match e {
+            T::File(f) => Self::Io {
+                path: f.path,
+                source: f.source,
+            },
+            T::Log(e) => Self::Jsonl(e),
+            T::Config { field, message } => Self::Config { field, message },
+            T::NonFinite {
+                step,
+                what,
+                value,
+                checkpoint,
+            } => Self::NonFinite {
+                step,
+                what,
+                value,
+                checkpoint,
+            },
+            T::Checkpoint { path, message } => Self::Checkpoint { path, message },
+            T::ResumeMismatch {
+                path,
+                field,
+                found,
+                expected,
+            } => Self::ResumeMismatch {
+                path,
+                field,
+                found,
+                expected,
+            },
+        }
+    }
+}
+
+impl From<rlaif_core::fs::FileError> for SftError {
+    fn from(e: rlaif_core::fs::FileError) -> Self {
         Self::Io {
-            path: path.into(),
-            source,
+            path: e.path,
+            source: e.source,
         }
     }
 }

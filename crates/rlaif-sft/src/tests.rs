@@ -4,10 +4,9 @@
 //! independent computations, bad input gets located errors.
 
 use crate::batch::{collate, completion_nll};
-use crate::clip::{clip_grad_norm, global_grad_norm};
 use crate::data::{SftExample, parse_examples};
 use crate::encode::{LengthPolicy, encode_all, encode_example};
-use crate::{LogEntry, SftConfig, SftData, SftError, evaluate, train};
+use crate::{DataConfig, LogEntry, SftConfig, SftData, SftError, evaluate, train};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -15,6 +14,7 @@ use rlaif_constitution::PromptFormat;
 use rlaif_core::Prompt;
 use rlaif_lm::LanguageModel;
 use rlaif_lm::tiny::{random_weights, tiny_config, tiny_lm};
+use rlaif_train::clip::{clip_grad_norm, global_grad_norm};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
@@ -38,13 +38,6 @@ fn revisions(n: usize) -> Vec<SftExample> {
             .with_source("revision")
         })
         .collect()
-}
-
-fn quiet(config: SftConfig) -> SftConfig {
-    SftConfig {
-        progress: false,
-        ..config
-    }
 }
 
 fn no_stop() -> AtomicBool {
@@ -83,15 +76,23 @@ fn log_entries(dir: &Path) -> Vec<LogEntry> {
 
 #[test]
 fn training_loss_falls_and_held_out_loss_is_reported() {
-    let data = SftData::build(revisions(24), vec![], 0.0, 0.25, 1);
+    let data = SftData::build(
+        revisions(24),
+        vec![],
+        &DataConfig {
+            helpful_ratio: 0.0,
+            eval_fraction: 0.25,
+            seed: 1,
+        },
+    );
     assert_eq!((data.train.len(), data.eval.len()), (18, 6));
-    let config = quiet(SftConfig {
+    let config = SftConfig {
         learning_rate: 1e-2,
         batch_size: 3,
         epochs: 10,
         eval_every: Some(20),
         ..Default::default()
-    });
+    };
     let out = tempfile::tempdir().unwrap();
     let run = train(lm(1), &data, &config, out.path(), &no_stop()).unwrap();
     let r = &run.report;
@@ -142,13 +143,21 @@ fn training_loss_falls_and_held_out_loss_is_reported() {
 
 #[test]
 fn saved_directory_reloads_with_identical_logits() {
-    let data = SftData::build(revisions(8), vec![], 0.0, 0.0, 0);
-    let config = quiet(SftConfig {
+    let data = SftData::build(
+        revisions(8),
+        vec![],
+        &DataConfig {
+            helpful_ratio: 0.0,
+            eval_fraction: 0.0,
+            seed: 0,
+        },
+    );
+    let config = SftConfig {
         learning_rate: 1e-3,
         batch_size: 4,
         epochs: 2,
         ..Default::default()
-    });
+    };
     let out = tempfile::tempdir().unwrap();
     let run = train(lm(2), &data, &config, out.path(), &no_stop()).unwrap();
     let dir = run.report.model_dir.clone().unwrap();
@@ -169,8 +178,16 @@ fn saved_directory_reloads_with_identical_logits() {
 
 #[test]
 fn resumed_run_equals_an_uninterrupted_one() {
-    let data = SftData::build(revisions(12), revisions(4), 0.5, 0.25, 3);
-    let config = quiet(SftConfig {
+    let data = SftData::build(
+        revisions(12),
+        revisions(4),
+        &DataConfig {
+            helpful_ratio: 0.5,
+            eval_fraction: 0.25,
+            seed: 3,
+        },
+    );
+    let config = SftConfig {
         learning_rate: 2e-3,
         batch_size: 2,
         grad_accum_steps: 2,
@@ -179,7 +196,7 @@ fn resumed_run_equals_an_uninterrupted_one() {
         keep_checkpoints: 10,
         weight_decay: 0.1,
         ..Default::default()
-    });
+    };
     let a = tempfile::tempdir().unwrap();
     let full = train(lm(3), &data, &config, a.path(), &no_stop()).unwrap();
     // Trained: 9 revisions and 5 helpful examples, 4 per step: 4 steps per epoch.
@@ -253,12 +270,20 @@ fn resumed_run_equals_an_uninterrupted_one() {
 
 #[test]
 fn stop_flag_checkpoints_and_resume_refuses_other_settings_or_data() {
-    let data = SftData::build(revisions(8), vec![], 0.0, 0.0, 0);
-    let config = quiet(SftConfig {
+    let data = SftData::build(
+        revisions(8),
+        vec![],
+        &DataConfig {
+            helpful_ratio: 0.0,
+            eval_fraction: 0.0,
+            seed: 0,
+        },
+    );
+    let config = SftConfig {
         batch_size: 4,
         epochs: 2,
         ..Default::default()
-    });
+    };
     let out = tempfile::tempdir().unwrap();
     let stopped = train(lm(4), &data, &config, out.path(), &AtomicBool::new(true)).unwrap();
     assert!(stopped.report.interrupted);
@@ -286,7 +311,15 @@ fn stop_flag_checkpoints_and_resume_refuses_other_settings_or_data() {
         }
         other => panic!("expected a resume mismatch, got {other:?}"),
     }
-    let more = SftData::build(revisions(9), vec![], 0.0, 0.0, 0);
+    let more = SftData::build(
+        revisions(9),
+        vec![],
+        &DataConfig {
+            helpful_ratio: 0.0,
+            eval_fraction: 0.0,
+            seed: 0,
+        },
+    );
     let err = train(lm(4), &more, &config, out.path(), &no_stop()).unwrap_err();
     assert!(
         matches!(err, SftError::ResumeMismatch { ref field, .. } if field == "training examples"),
@@ -314,14 +347,14 @@ fn gradient_accumulation_equals_the_full_batch() {
         eval: vec![],
     };
     let run = |batch_size, grad_accum_steps| {
-        let config = quiet(SftConfig {
+        let config = SftConfig {
             learning_rate: 1e-3,
             batch_size,
             grad_accum_steps,
             max_steps: Some(1),
             max_grad_norm: None,
             ..Default::default()
-        });
+        };
         let out = tempfile::tempdir().unwrap();
         let r = train(lm(5), &data, &config, out.path(), &no_stop()).unwrap();
         let LogEntry::Step {
@@ -432,9 +465,17 @@ fn a_nan_loss_stops_with_the_state_before_it_saved() {
     let model = rlaif_lm::weights::model_from_weights(&cfg, w, Path::new("nan"), &dev).unwrap();
     let base = lm(8);
     let lm = LanguageModel::from_parts(model, cfg, base.tokenizer, base.chat_template);
-    let data = SftData::build(revisions(4), vec![], 0.0, 0.0, 0);
+    let data = SftData::build(
+        revisions(4),
+        vec![],
+        &DataConfig {
+            helpful_ratio: 0.0,
+            eval_fraction: 0.0,
+            seed: 0,
+        },
+    );
     let out = tempfile::tempdir().unwrap();
-    let config = quiet(SftConfig::default());
+    let config = SftConfig::default();
     match train(lm, &data, &config, out.path(), &no_stop()) {
         Err(SftError::NonFinite {
             step: 1,
@@ -616,13 +657,38 @@ fn split_and_mix_are_seeded_and_honour_the_ratio() {
     let help: Vec<SftExample> = (0..6)
         .map(|i| SftExample::chat(format!("h{i}"), "q", "a").with_source("helpful"))
         .collect();
-    let d1 = SftData::build(rev.clone(), help.clone(), 2.0, 0.1, 7);
-    let d2 = SftData::build(rev.clone(), help.clone(), 2.0, 0.1, 7);
+    let d1 = SftData::build(
+        rev.clone(),
+        help.clone(),
+        &DataConfig {
+            helpful_ratio: 2.0,
+            eval_fraction: 0.1,
+            seed: 7,
+        },
+    );
+    let d2 = SftData::build(
+        rev.clone(),
+        help.clone(),
+        &DataConfig {
+            helpful_ratio: 2.0,
+            eval_fraction: 0.1,
+            seed: 7,
+        },
+    );
     let ids = |v: &[SftExample]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&d1.train), ids(&d2.train), "same seed, same data");
     assert_ne!(
         ids(&d1.train),
-        ids(&SftData::build(rev.clone(), help.clone(), 2.0, 0.1, 8).train)
+        ids(&SftData::build(
+            rev.clone(),
+            help.clone(),
+            &DataConfig {
+                helpful_ratio: 2.0,
+                eval_fraction: 0.1,
+                seed: 8
+            }
+        )
+        .train)
     );
     let count = |v: &[SftExample], s: &str| v.iter().filter(|e| e.source == s).count();
     // 20 revisions: 2 held out, 18 trained; 6 helpful: 1 held out, 5 trained, upsampled to 36.
@@ -657,7 +723,20 @@ fn split_and_mix_are_seeded_and_honour_the_ratio() {
         assert!(train.iter().all(|e| !groups.contains(&e.group)));
     }
     // Ratio 0: revisions only.
-    assert_eq!(SftData::build(rev, help, 0.0, 0.0, 0).train.len(), 20);
+    assert_eq!(
+        SftData::build(
+            rev,
+            help,
+            &DataConfig {
+                helpful_ratio: 0.0,
+                eval_fraction: 0.0,
+                seed: 0
+            }
+        )
+        .train
+        .len(),
+        20
+    );
 }
 
 #[test]
@@ -705,11 +784,19 @@ fn config_errors_name_the_field() {
 
 #[test]
 fn a_damaged_checkpoint_is_a_located_error() {
-    let data = SftData::build(revisions(4), vec![], 0.0, 0.0, 0);
-    let config = quiet(SftConfig {
+    let data = SftData::build(
+        revisions(4),
+        vec![],
+        &DataConfig {
+            helpful_ratio: 0.0,
+            eval_fraction: 0.0,
+            seed: 0,
+        },
+    );
+    let config = SftConfig {
         batch_size: 4,
         ..Default::default()
-    });
+    };
     let out = tempfile::tempdir().unwrap();
     train(lm(10), &data, &config, out.path(), &no_stop()).unwrap();
     let model_file = out.path().join("checkpoints/step-00000001/model.bpk");

@@ -7,17 +7,12 @@
 //!    sorted by length before being cut into micro-batches, which only reduces padding:
 //!    the loss below does not depend on how the step is cut.
 //! 2. Loss: the mean negative log-likelihood of the completion tokens of the whole step,
-//!    `Σ nll / N` with `N` the step's completion tokens. Each micro-batch contributes
-//!    `Σ_micro nll / N`, so summing the micro-batch gradients (Burn's
-//!    `GradientsAccumulator` sums) gives exactly the full-batch gradient, whatever the
-//!    micro-batches' token counts. (Dividing each micro-batch by its own count and then
-//!    by the number of micro-batches weights tokens unequally: the "gradient accumulation
-//!    bug" fixed in Hugging Face transformers 4.46.)
-//! 3. Global-norm clipping to `max_grad_norm` ([`crate::clip`]).
-//! 4. A non-finite loss or gradient norm stops the run with [`SftError::NonFinite`]
-//!    before the parameters are touched; the state before the step is checkpointed.
-//! 5. AdamW (Loshchilov & Hutter 2019, decoupled weight decay; norms and biases not
-//!    decayed) at the step's learning rate ([`crate::schedule`]).
+//!    `Σ nll / N` with `N` the step's completion tokens; each micro-batch contributes
+//!    `Σ_micro nll / N`, so the summed micro-batch gradients are exactly the full-batch
+//!    gradient (the shared trainer, [`rlaif_train::Trainer::step`], sums them).
+//! 3. The trainer clips to the global norm, refuses a non-finite loss or gradient norm
+//!    before the update (checkpointing the state before the step), and takes the AdamW
+//!    step at the scheduled learning rate (norms and biases not decayed).
 //!
 //! Around the steps: a held-out evaluation before the first step, every `eval_every`
 //! steps and after the last; a checkpoint every `checkpoint_every` steps, after the last
@@ -26,25 +21,18 @@
 //! `report.json`.
 
 use crate::batch::{collate, completion_nll};
-use crate::checkpoint::{self, TrainerState};
-use crate::clip::clip_grad_norm;
-use crate::config::SftConfig;
+use crate::config::{RESUMABLE_FIELDS, SftConfig};
 use crate::data::SftData;
 use crate::encode::{EncodeStats, EncodedExample, encode_all};
 use crate::error::{Result, SftError};
-use crate::schedule::learning_rate;
-use burn::module::{Module, ParamGroup};
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use rand::SeedableRng;
+use burn::module::Module;
 use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
-use rlaif_lm::hf::write_atomic;
+use rlaif_core::progress::{Observer, Progress};
 use rlaif_lm::{LanguageModel, Llama};
+use rlaif_train::{RunIdentity, Trainer, TrainerConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// The held-out loss at one point of the run.
@@ -146,7 +134,7 @@ pub enum LogEntry {
     Eval(EvalResult),
 }
 
-impl LogEntry {
+impl rlaif_train::LogEntry for LogEntry {
     fn step(&self) -> usize {
         match self {
             LogEntry::Step { step, .. } => *step,
@@ -169,31 +157,11 @@ pub fn fingerprint(examples: &[EncodedExample]) -> String {
     h.hex()
 }
 
-/// The AdamW optimizer of `config`; norms and biases get no weight decay.
-pub fn optimizer(config: &SftConfig) -> ModuleOptimizer {
-    let adamw = |wd: f64| {
-        AdamWConfig::new()
-            .with_beta_1(config.adam_beta1 as f32)
-            .with_beta_2(config.adam_beta2 as f32)
-            .with_epsilon(config.adam_epsilon as f32)
-            .with_weight_decay(wd as f32)
-    };
-    let optim = adamw(config.weight_decay).init();
-    if config.weight_decay > 0.0 {
-        // Module paths: `layers.0.input_layernorm.weight`, `norm.weight`, `...q_proj.bias`.
-        let no_decay = ParamGroup::from_any_regexes(vec![r"norm\.", r"\.bias$"])
-            .expect("constant regexes compile");
-        optim.with_group(no_decay, adamw(0.0).build(), None)
-    } else {
-        optim
-    }
-}
-
 /// The seeded permutation of `n` examples for `epoch`.
 fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    let s = rlaif_revision::run::derive_seed(&[seed, 0x5F7, epoch as u64]);
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(s));
+    let s = rlaif_core::seed::derive_seed(&[seed, 0x5F7, epoch as u64]);
+    order.shuffle(&mut rlaif_core::seed::stream_rng(s, 0));
     order
 }
 
@@ -236,55 +204,22 @@ pub fn evaluate(
     })
 }
 
-struct Log {
-    path: PathBuf,
-    file: std::fs::File,
-}
-
-impl Log {
-    /// Opens `log.jsonl`, keeping only the entries up to `keep_until` steps (a resumed run
-    /// redoes the steps after its checkpoint); returns them too.
-    fn open(out_dir: &Path, keep_until: usize) -> Result<(Self, Vec<LogEntry>)> {
-        let path = out_dir.join("log.jsonl");
-        let (kept, entries): (Vec<String>, Vec<LogEntry>) = match std::fs::read_to_string(&path) {
-            Ok(text) => text
-                .lines()
-                .filter_map(|l| {
-                    serde_json::from_str::<LogEntry>(l)
-                        .ok()
-                        .filter(|e| e.step() <= keep_until)
-                        .map(|e| (l.to_string(), e))
-                })
-                .unzip(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (vec![], vec![]),
-            Err(e) => return Err(SftError::io(&path, e)),
-        };
-        let body: String = kept.iter().map(|l| format!("{l}\n")).collect();
-        write_atomic(&path, body.as_bytes())?;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| SftError::io(&path, e))?;
-        Ok((Self { path, file }, entries))
-    }
-
-    fn write(&mut self, entry: &LogEntry) -> Result<()> {
-        let mut line = serde_json::to_vec(entry)?;
-        line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .and_then(|()| self.file.flush())
-            .map_err(|e| SftError::io(&self.path, e))
-    }
+/// What an SFT checkpoint stores besides the tensors.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct SftState {
+    /// Completion tokens trained on so far.
+    tokens_seen: u64,
 }
 
 /// Fine-tunes `lm` on `data` with `config`, writing checkpoints, the log, the report and
 /// the final model under `out_dir`.
 ///
 /// Resumable: when `out_dir` holds a checkpoint of the same run (same settings that shape
-/// the computation and same training data, else [`SftError::ResumeMismatch`]), training
-/// continues from it and gives the same parameters as an uninterrupted run. Setting
-/// `stop` makes the run checkpoint after the step in flight and return with
+/// the computation, same model and same training data, else [`SftError::ResumeMismatch`]
+/// naming what differs), training continues from it and gives the same parameters as an
+/// uninterrupted run. Progress (steps, completion tokens, loss, learning rate) goes to
+/// `observer`; when it asks to stop ([`Observer::should_stop`]; a plain `AtomicBool` stop
+/// flag is an observer), the run checkpoints after the step in flight and returns with
 /// `report.interrupted`.
 ///
 /// The model is trained on `lm.device().autodiff()`; the returned model is on the plain
@@ -294,7 +229,7 @@ pub fn train(
     data: &SftData,
     config: &SftConfig,
     out_dir: &Path,
-    stop: &AtomicBool,
+    observer: &dyn Observer,
 ) -> Result<SftOutcome> {
     config.validate()?;
     let (train, train_stats) =
@@ -307,10 +242,7 @@ pub fn train(
             train_stats.skipped
         )));
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| SftError::io(out_dir, e))?;
-    let fp = fingerprint(&train);
     let total = config.total_steps(train.len());
-    let warmup = config.warmup(total);
     let per_epoch = train.len().div_ceil(config.effective_batch());
     let pad_id = lm.tokenizer.pad_id.or(lm.tokenizer.eos_id).unwrap_or(0);
 
@@ -320,45 +252,28 @@ pub fn train(
         tokenizer,
         chat_template,
     } = lm;
-    let model_json = lm_config.to_hf_json();
+    // What must not change for a checkpoint to be resumed, checked in this order.
+    let identity = RunIdentity::new(config, &RESUMABLE_FIELDS)?
+        .with_fact("model config", lm_config.to_hf_json())
+        .with_fact("training examples", train.len())
+        .with_fact("training data fingerprint", fingerprint(&train));
     let train_device = model.embed_tokens.val().device().autodiff();
-    let mut model = model.fork(&train_device).train();
-    let mut optim = optimizer(config);
-
-    let mut step = 0;
-    let mut tokens_seen = 0u64;
-    let mut resumed_from = None;
-    if let Some((dir, state)) = checkpoint::latest(out_dir)? {
-        checkpoint::check_resumable(
-            &state,
-            &dir.join(checkpoint::STATE_FILE),
-            config,
-            &fp,
-            train.len(),
-            &model_json,
-        )?;
-        (model, optim) = checkpoint::load(&dir, model, optim)?;
-        step = state.step;
-        tokens_seen = state.tokens_seen;
-        resumed_from = Some(step);
-    }
-    let (mut log, earlier) = Log::open(out_dir, step)?;
-    let save = |model: &Llama, optim: &ModuleOptimizer, step: usize, tokens_seen: u64| {
-        let state = TrainerState {
-            step,
+    let opened = Trainer::<Llama, SftState, LogEntry>::open(
+        model.fork(&train_device).train(),
+        TrainerConfig {
+            optim: config.optim(),
             total_steps: total,
-            config: config.clone(),
-            train_fingerprint: fp.clone(),
-            train_examples: train.len(),
-            tokens_seen,
-            model_config: model_json.clone(),
-        };
-        checkpoint::save(out_dir, model, optim, &state, config.keep_checkpoints)
-    };
-
-    let bar = progress_bar(config.progress, total, step);
+            checkpoint_every: config.checkpoint_every,
+            keep_checkpoints: config.keep_checkpoints,
+        },
+        out_dir,
+        identity,
+        SftState::default(),
+    )?;
+    let mut trainer = opened.trainer;
+    let resumed_from = trainer.resumed_from();
     let mut report = SftReport {
-        steps: step,
+        steps: trainer.step_count(),
         total_steps: total,
         resumed_from,
         interrupted: false,
@@ -374,7 +289,7 @@ pub fn train(
     };
     // The sessions before this one, from the log.
     let mut epoch_sums = BTreeMap::new();
-    for entry in earlier {
+    for entry in opened.earlier {
         match entry {
             LogEntry::Step {
                 epoch,
@@ -385,134 +300,94 @@ pub fn train(
             LogEntry::Eval(r) => report.evals.push(r),
         }
     }
-    let eval_now =
-        |model: &Llama, step: usize, log: &mut Log, report: &mut SftReport| -> Result<()> {
-            if eval.is_empty() || report.evals.last().is_some_and(|e| e.step == step) {
-                return Ok(());
-            }
-            let r = evaluate(model, &eval, config.eval_batch_size, pad_id, step)?;
-            log.write(&LogEntry::Eval(r.clone()))?;
-            report.evals.push(r);
-            Ok(())
-        };
-    if step == 0 {
-        eval_now(&model, 0, &mut log, &mut report)?;
+    type SftTrainer = Trainer<Llama, SftState, LogEntry>;
+    let eval_now = |trainer: &mut SftTrainer, report: &mut SftReport| -> Result<()> {
+        let step = trainer.step_count();
+        if eval.is_empty() || report.evals.last().is_some_and(|e| e.step == step) {
+            return Ok(());
+        }
+        let r = evaluate(trainer.model(), &eval, config.eval_batch_size, pad_id, step)?;
+        trainer.log(&LogEntry::Eval(r.clone()))?;
+        report.evals.push(r);
+        Ok(())
+    };
+    if trainer.step_count() == 0 {
+        eval_now(&mut trainer, &mut report)?;
     }
 
     let started = Instant::now();
-    let mut session_tokens = 0usize;
+    let mut progress = Progress::new("sft", "steps", trainer.step_count() as u64, total as u64);
+    observer.update(&progress);
     let mut order: (usize, Vec<usize>) = (usize::MAX, vec![]);
-    let mut last_saved = resumed_from;
-    while step < total {
-        if stop.load(Ordering::SeqCst) {
-            report.interrupted = true;
-            break;
-        }
-        // 1. The step's examples.
-        let (epoch, k) = (step / per_epoch, step % per_epoch);
-        if order.0 != epoch {
-            order = (epoch, epoch_order(train.len(), config.seed, epoch));
-        }
-        let eff = config.effective_batch();
-        let mut chosen: Vec<&EncodedExample> = order.1[k * eff..((k + 1) * eff).min(train.len())]
-            .iter()
-            .map(|&i| &train[i])
-            .collect();
-        chosen.sort_by(|a, b| a.tokens.len().cmp(&b.tokens.len()).then(a.id.cmp(&b.id)));
-        let n_tokens: usize = chosen.iter().map(|e| e.completion_tokens()).sum();
+    let result = (|| -> Result<()> {
+        while !trainer.is_done() {
+            if observer.should_stop() {
+                report.interrupted = true;
+                break;
+            }
+            // 1. The step's examples.
+            let step = trainer.step_count();
+            let (epoch, k) = (step / per_epoch, step % per_epoch);
+            if order.0 != epoch {
+                order = (epoch, epoch_order(train.len(), config.seed, epoch));
+            }
+            let eff = config.effective_batch();
+            let mut chosen: Vec<&EncodedExample> = order.1
+                [k * eff..((k + 1) * eff).min(train.len())]
+                .iter()
+                .map(|&i| &train[i])
+                .collect();
+            chosen.sort_by(|a, b| a.tokens.len().cmp(&b.tokens.len()).then(a.id.cmp(&b.id)));
+            let n_tokens: usize = chosen.iter().map(|e| e.completion_tokens()).sum();
+            let micro: Vec<&[&EncodedExample]> = chosen.chunks(config.batch_size).collect();
 
-        // 2. Σ nll / N over micro-batches, gradients summed.
-        let mut acc = GradientsAccumulator::new();
-        let mut loss = 0.0f64;
-        for micro in chosen.chunks(config.batch_size) {
-            let batch = collate(micro, pad_id, &train_device);
-            let l = completion_nll(&model, &batch)
-                .sum()
-                .div_scalar(n_tokens as f64);
-            loss += f64::from(l.clone().into_scalar::<f32>());
-            let grads = GradientsParams::from_grads(l.backward(), &model);
-            acc.accumulate(&model, grads);
-        }
-        let mut grads = acc.grads();
+            // 2.-3. Σ nll / N per micro-batch; the trainer accumulates, clips, guards, steps.
+            let stats = trainer.step(micro.len(), |model, i| {
+                let batch = collate(micro[i], pad_id, &train_device);
+                Ok::<_, SftError>(
+                    completion_nll(model, &batch)
+                        .sum()
+                        .div_scalar(n_tokens as f64),
+                )
+            })?;
+            trainer.state.tokens_seen += n_tokens as u64;
+            report.record_step(&mut epoch_sums, epoch, stats.loss, n_tokens);
+            trainer.log(&LogEntry::Step {
+                step: stats.step,
+                epoch,
+                lr: stats.lr,
+                loss: stats.loss,
+                grad_norm: stats.grad_norm,
+                tokens: n_tokens,
+            })?;
+            progress.done = stats.step as u64;
+            progress.tokens += n_tokens as u64;
+            progress.elapsed = started.elapsed();
+            progress.metrics = vec![("loss", stats.loss), ("lr", stats.lr)];
+            observer.update(&progress);
 
-        // 3. Global-norm clipping.
-        let grad_norm = clip_grad_norm(&model, &mut grads, config.max_grad_norm);
-
-        // 4. Nothing non-finite reaches the parameters.
-        let bad = if !loss.is_finite() {
-            Some(("loss", loss))
-        } else if !grad_norm.is_finite() {
-            Some(("gradient norm", grad_norm))
-        } else {
-            None
-        };
-        if let Some((what, value)) = bad {
-            let checkpoint = if last_saved == Some(step) {
-                checkpoint::checkpoint_dir(out_dir, step)
-            } else {
-                save(&model, &optim, step, tokens_seen)?
-            };
-            bar.abandon();
-            return Err(SftError::NonFinite {
-                step: step + 1,
-                what,
-                value,
-                checkpoint,
-            });
+            if !trainer.is_done()
+                && config
+                    .eval_every
+                    .is_some_and(|n| stats.step.is_multiple_of(n))
+            {
+                eval_now(&mut trainer, &mut report)?;
+            }
+            if let Some(dir) = trainer.maybe_checkpoint()? {
+                report.checkpoint = Some(dir);
+            }
         }
-
-        // 5. AdamW at the scheduled learning rate.
-        let lr = learning_rate(
-            config.schedule,
-            config.learning_rate,
-            warmup,
-            total,
-            config.min_lr_ratio,
-            step,
-        );
-        model = optim.step(lr, model, grads);
-        step += 1;
-        tokens_seen += n_tokens as u64;
-        session_tokens += n_tokens;
-        report.record_step(&mut epoch_sums, epoch, loss, n_tokens);
-        log.write(&LogEntry::Step {
-            step,
-            epoch,
-            lr,
-            loss,
-            grad_norm,
-            tokens: n_tokens,
-        })?;
-        let secs = started.elapsed().as_secs_f64().max(1e-9);
-        bar.set_position(step as u64);
-        bar.set_message(format!(
-            "loss {loss:.4}  lr {lr:.2e}  {:.0} tok/s",
-            session_tokens as f64 / secs
-        ));
-
-        if step < total && config.eval_every.is_some_and(|n| step.is_multiple_of(n)) {
-            eval_now(&model, step, &mut log, &mut report)?;
-        }
-        if step < total
-            && config
-                .checkpoint_every
-                .is_some_and(|n| step.is_multiple_of(n))
-        {
-            report.checkpoint = Some(save(&model, &optim, step, tokens_seen)?);
-            last_saved = Some(step);
-        }
-    }
-    bar.finish_and_clear();
-    report.steps = step;
-    report.tokens_per_second = session_tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        Ok(())
+    })();
+    observer.finish(&progress);
+    result?;
+    report.steps = trainer.step_count();
+    report.tokens_per_second = progress.tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
     if !report.interrupted {
-        eval_now(&model, step, &mut log, &mut report)?;
+        eval_now(&mut trainer, &mut report)?;
     }
-    report.checkpoint = Some(if last_saved == Some(step) {
-        checkpoint::checkpoint_dir(out_dir, step)
-    } else {
-        save(&model, &optim, step, tokens_seen)?
-    });
+    report.checkpoint = Some(trainer.checkpoint()?);
+    let (model, _) = trainer.into_parts();
     let lm = LanguageModel::from_parts(model.valid(), lm_config, tokenizer, chat_template);
     if !report.interrupted {
         let dir = out_dir.join("model");
@@ -525,18 +400,6 @@ pub fn train(
 
 fn write_report(out_dir: &Path, report: &SftReport) -> Result<()> {
     let path = out_dir.join("report.json");
-    Ok(write_atomic(&path, &serde_json::to_vec_pretty(report)?)?)
-}
-
-fn progress_bar(enabled: bool, total: usize, done: usize) -> indicatif::ProgressBar {
-    if !enabled {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("sft {bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
-            .expect("constant template parses"),
-    );
-    bar.set_position(done as u64);
-    bar
+    rlaif_core::fs::write_atomic(&path, &serde_json::to_vec_pretty(report)?)?;
+    Ok(())
 }

@@ -5,8 +5,7 @@
 use burn::prelude::*;
 use rlaif_core::{Conversation, Prompt};
 use rlaif_lm::LanguageModel;
-use rlaif_sft::encode::encode_all;
-use rlaif_sft::{LengthPolicy, SftConfig, SftData, SftExample, evaluate, train};
+use rlaif_sft::{LengthPolicy, SftConfig, SftData, SftExample, encode_all, evaluate, train};
 use std::sync::atomic::AtomicBool;
 
 fn examples() -> Vec<SftExample> {
@@ -37,7 +36,6 @@ fn a_few_steps_lower_the_loss_and_the_model_reloads() {
         batch_size: 2,
         epochs: 1,
         max_seq_len: 128,
-        progress: false,
         ..Default::default()
     };
     let (enc, stats) = encode_all(&lm, &data.train, 128, LengthPolicy::Error).unwrap();

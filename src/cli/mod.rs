@@ -1,0 +1,24 @@
+//! What the `rlaif` command and the examples share (feature `cli`, on by default): the
+//! terminal's side of a run. Library crates never print or draw; this module does.
+//!
+//! - [`Terminal`]: an [`Observer`](crate::core::progress::Observer) that draws one
+//!   progress bar per stage on stderr (`indicatif`) and asks the stage to stop after a
+//!   Ctrl-C ([`Interrupt`]).
+//! - [`load_model`]: the model of `--model` (a Hugging Face directory or a `.gguf`), or the
+//!   default one, fetched on first use.
+//! - [`init_logging`]: a `tracing` subscriber on stderr (`RLAIF_LOG` or `RUST_LOG` to
+//!   filter).
+//! - [`settings`]: a subcommand's settings from a TOML file (`--config`) with its flags
+//!   on top.
+
+mod interrupt;
+mod model;
+pub mod settings;
+mod terminal;
+
+pub use interrupt::Interrupt;
+pub use model::{init_logging, load_model};
+pub use terminal::Terminal;
+
+/// The exit code of a run stopped cleanly by Ctrl-C (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;

