@@ -112,6 +112,14 @@ pub fn run_revision_until<G: Generator + ?Sized>(
         .iter()
         .filter(|p| !finished.contains(p.id.as_str()))
         .count();
+    if pending < prompts.len() {
+        tracing::info!(
+            "{}: {} of {} prompts already finished, {pending} to go",
+            output.display(),
+            prompts.len() - pending,
+            prompts.len()
+        );
+    }
     let mut r = Runner {
         generator,
         config,

@@ -87,6 +87,14 @@ pub fn sample_responses<G: Generator + ?Sized>(
         ..RunSummary::default()
     };
     let pending = prompts.iter().filter(|p| !done.contains(&p.id)).count();
+    if pending < prompts.len() {
+        tracing::info!(
+            "{}: {} of {} prompts already answered, {pending} to go",
+            output.display(),
+            prompts.len() - pending,
+            prompts.len()
+        );
+    }
     let mut progress = Progress::new(
         "sample",
         "prompts",

@@ -242,6 +242,14 @@ pub fn train(
             train_stats.skipped
         )));
     }
+    tracing::info!(
+        "encoded {} training examples ({} completion tokens, {} cut to fit, {} skipped) and {} held out",
+        train_stats.examples,
+        train_stats.completion_tokens,
+        train_stats.truncated,
+        train_stats.skipped,
+        eval_stats.examples
+    );
     let total = config.total_steps(train.len());
     let per_epoch = train.len().div_ceil(config.effective_batch());
     let pad_id = lm.tokenizer.pad_id.or(lm.tokenizer.eos_id).unwrap_or(0);
