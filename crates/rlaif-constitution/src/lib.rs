@@ -43,8 +43,8 @@ mod constitution;
 mod error;
 mod loader;
 mod paper_format;
+mod principle_sampler;
 mod prompts;
-mod sampling;
 mod toml_format;
 
 pub use constitution::{
@@ -53,8 +53,8 @@ pub use constitution::{
 };
 pub use error::{ConstitutionError, Problem, Result};
 pub use paper_format::{PaperFile, PaperFiles};
+pub use principle_sampler::{Draw, PrincipleSampler, Replacement};
 pub use prompts::{
     COMPARISON_PREAMBLE, ComparisonPrompt, CritiqueChain, PromptFormat, comparison_chat,
     comparison_prompt, comparison_raw,
 };
-pub use sampling::{Draw, PrincipleSampler, Replacement, chain_rng};
