@@ -14,8 +14,8 @@
 //!   and a few exemplars.
 //! - [`PrincipleSampler`]: seeded, weighted draws, one random stream per chain, with or
 //!   without replacement; every draw is a [`Draw`] recording the principle id.
-//! - [`CritiqueChain`], [`comparison_prompt`]: the prompts, as a chat conversation or raw
-//!   `Human:` / `Assistant:` text.
+//! - [`initial_prompt`], [`CritiqueChain`], [`Comparison`]: the prompts, as a chat
+//!   conversation or raw `Human:` / `Assistant:` text.
 //!
 //! ```
 //! use rlaif_constitution::{Constitution, CritiqueChain, PrincipleSampler, Replacement};
@@ -55,6 +55,6 @@ pub use error::{ConstitutionError, Problem, Result};
 pub use paper_format::{PaperFile, PaperFiles};
 pub use principle_sampler::{Draw, PrincipleSampler, Replacement};
 pub use prompts::{
-    COMPARISON_PREAMBLE, ComparisonPrompt, CritiqueChain, PromptFormat, comparison_chat,
-    comparison_prompt, comparison_raw,
+    COMPARISON_PREAMBLE, Comparison, ComparisonPrompt, CritiqueChain, PromptFormat, RoundAnswers,
+    initial_prompt,
 };

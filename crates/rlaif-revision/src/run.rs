@@ -55,7 +55,7 @@ use crate::writer::{JsonlWriter, dropped_path};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rlaif_constitution::{
     Constitution, CritiqueChain, CritiquePrinciple, CritiqueRound, PrincipleSampler, PromptFormat,
-    Replacement,
+    Replacement, RoundAnswers,
 };
 use rlaif_core::{Conversation, Generator, Prompt};
 use serde::{Deserialize, Serialize};
@@ -595,7 +595,7 @@ impl<G: Generator + ?Sized> Runner<'_, G> {
                 let s = &mut states[i];
                 let p = s.principles[round];
                 let critique = critiques.get(&i).cloned().unwrap_or_default();
-                s.rounds.push(p.round(critique, revision));
+                s.rounds.push(p.round(RoundAnswers { critique, revision }));
             }
         }
         Ok(())
