@@ -25,21 +25,6 @@ pub(crate) struct Source<'a> {
 }
 
 impl<'a> Source<'a> {
-    /// A syntax (or schema) error at 1-based `line` and `column`.
-    pub fn syntax_at_line(
-        &self,
-        line: usize,
-        column: usize,
-        message: impl Into<String>,
-    ) -> ConstitutionError {
-        ConstitutionError::Syntax {
-            file: self.file.to_string(),
-            line,
-            column,
-            message: message.into(),
-        }
-    }
-
     /// A syntax (or schema) error at byte `offset` of the text.
     pub fn syntax(&self, offset: usize, message: impl Into<String>) -> ConstitutionError {
         let (line, column) = line_col(self.text, offset);

@@ -6,7 +6,7 @@ use crate::constitution::{
     ComparisonExemplar, ComparisonPrinciple, Constitution, CritiqueExemplar, CritiquePrinciple,
     CritiqueRound, check_turn_order,
 };
-use crate::error::{Problem, Result, line_col};
+use crate::error::{ConstitutionError, Problem, Result};
 use crate::loader::{Ids, Parser, Source};
 use rlaif_core::{Conversation, Message, Role};
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -85,7 +85,7 @@ impl PaperFile {
 /// | `CritiqueRevisionInstructions.json` | object `{id: {"prompt": [string], "edit_request": string}}` | [`CritiquePrinciple`]s: id = key, `critique` = `prompt[0]`, `revision` = `edit_request` |
 /// | `RLMadisonInstructions.json` | list of strings | [`ComparisonPrinciple`]s with ids `madison-000`, `madison-001`, ... |
 /// | `CritiqueRevisionFewShotPrompts.json` | list of strings in the `Human:` / `Assistant:` / `CritiqueRequest:` / `Critique:` / `RevisionRequest:` / `Revision:` format | [`CritiqueExemplar`]s `paper-critique-000`, ... |
-/// | `RLMadisonFewShotPrompts.json` | list of `{"prompt": string, "corrects": [string], "incorrects": [string]}` | [`ComparisonExemplar`]s `paper-comparison-000`, ... (one per correct × incorrect pair) |
+/// | `RLMadisonFewShotPrompts.json` | list of `{"prompt": string, "corrects": [string], "incorrects": [string]}` | [`ComparisonExemplar`]s `paper-comparison-000`, ... (one per correct × incorrect pair, at most 64 per element) |
 ///
 /// The paper's texts carry their format markers (`"\n\nCritiqueRequest: ... \n\nCritique:"`,
 /// `"\nPlease choose ... Options:"`); they are stripped, with the surrounding whitespace, so
@@ -256,6 +256,12 @@ fn parse_critique_few_shot(src: &Source<'_>) -> Result<Vec<CritiqueExemplar>> {
     Ok(out)
 }
 
+/// The most (correct, incorrect) pairs, i.e. exemplars, one element of
+/// `RLMadisonFewShotPrompts.json` may make (the paper's elements make one each): each pair
+/// copies the element's conversation, so without a bound a small file with long lists could
+/// exhaust memory.
+const MAX_PAIRS_PER_ELEMENT: usize = 64;
+
 /// Parses `RLMadisonFewShotPrompts.json`; one exemplar per (correct, incorrect) pair, ids
 /// `paper-comparison-000` (or `paper-comparison-000-1`, `-2`, ... when an element has
 /// several pairs).
@@ -284,7 +290,18 @@ fn parse_madison_few_shot(src: &Source<'_>) -> Result<Vec<ComparisonExemplar>> {
         if e.incorrects.is_empty() {
             return Err(empty("incorrects"));
         }
-        let pairs = e.corrects.len() * e.incorrects.len();
+        let pairs = e.corrects.len().saturating_mul(e.incorrects.len());
+        if pairs > MAX_PAIRS_PER_ELEMENT {
+            return Err(src.invalid(
+                at,
+                Problem::Shape(format!(
+                    "exemplar {i}: {} corrects × {} incorrects make {pairs} exemplars; at most \
+                     {MAX_PAIRS_PER_ELEMENT} per element",
+                    e.corrects.len(),
+                    e.incorrects.len()
+                )),
+            ));
+        }
         for (j, c) in e.corrects.iter().enumerate() {
             for (k, w) in e.incorrects.iter().enumerate() {
                 if c.trim().is_empty() {
@@ -464,31 +481,38 @@ struct Json<'s, 'a> {
 }
 
 impl<'a> Json<'_, 'a> {
-    /// serde_json's message without the " at line L column C" it appends (the location is
-    /// reported separately).
-    fn message(e: &serde_json::Error) -> String {
+    /// The located error for `e`, raised while parsing `part` (the whole text, or an element
+    /// borrowed from it).
+    fn error(&self, part: &str, e: &serde_json::Error) -> ConstitutionError {
+        // serde_json appends " at line L column C" to its message; the location is reported
+        // separately, in characters (serde_json counts bytes, and says column 0 when it
+        // stopped at a line's start)
         let msg = e.to_string();
-        msg.rfind(" at line ")
-            .map_or(msg.as_str(), |i| &msg[..i])
-            .to_string()
+        let msg = msg.rfind(" at line ").map_or(msg.as_str(), |i| &msg[..i]);
+        let at = self.src.offset_of(part) + byte_offset(part, e.line(), e.column());
+        self.src.syntax(at, msg)
     }
 
     /// The whole text as a `T`.
     fn top<T: Deserialize<'a>>(&self) -> Result<T> {
-        serde_json::from_str(self.src.text)
-            .map_err(|e| self.src.syntax_at_line(e.line(), e.column(), Self::message(&e)))
+        serde_json::from_str(self.src.text).map_err(|e| self.error(self.src.text, &e))
     }
 
     /// Parses one element; errors are located in the whole file.
     fn element<T: DeserializeOwned>(&self, raw: &RawValue) -> Result<T> {
-        serde_json::from_str(raw.get()).map_err(|e| {
-            let (bl, bc) = line_col(self.src.text, self.src.offset_of(raw.get()));
-            let (line, column) = if e.line() <= 1 {
-                (bl, bc + e.column().saturating_sub(1))
-            } else {
-                (bl + e.line() - 1, e.column())
-            };
-            self.src.syntax_at_line(line, column, Self::message(&e))
-        })
+        serde_json::from_str(raw.get()).map_err(|e| self.error(raw.get(), &e))
     }
+}
+
+/// Byte offset in `text` of serde_json's 1-based `line` and byte `column` (0: the line's
+/// start), kept inside the text.
+fn byte_offset(text: &str, line: usize, column: usize) -> usize {
+    let line_start = if line <= 1 {
+        0
+    } else {
+        text.match_indices('\n')
+            .nth(line - 2)
+            .map_or(text.len(), |(i, _)| i + 1)
+    };
+    (line_start + column.saturating_sub(1)).min(text.len())
 }
