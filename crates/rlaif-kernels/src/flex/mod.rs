@@ -58,7 +58,7 @@ fn contiguous_f32(t: FlexTensor) -> (FlexTensor, usize, usize) {
     (t, n, v)
 }
 
-/// The fused kernels, in the order of [`CALLS`].
+/// The fused kernels, in the order of [`fused_calls`].
 #[derive(Clone, Copy)]
 enum Kernel {
     TokenStats = 0,
@@ -66,19 +66,34 @@ enum Kernel {
     Gae = 2,
 }
 
-/// Calls of the fused kernels, so tests can prove which implementation ran:
-/// `[token_stats, token_stats_backward, gae]`.
 #[cfg(test)]
-pub(crate) static CALLS: [std::sync::atomic::AtomicUsize; 3] = [
-    std::sync::atomic::AtomicUsize::new(0),
-    std::sync::atomic::AtomicUsize::new(0),
-    std::sync::atomic::AtomicUsize::new(0),
-];
+thread_local! {
+    /// Calls of each fused kernel made on this thread (tests only).
+    static CALLS: std::cell::Cell<[usize; 3]> = const { std::cell::Cell::new([0; 3]) };
+}
 
+/// Calls of the fused kernels made **on the calling thread** so far (tests only), as
+/// `[token_stats, token_stats_backward, gae]`.
+///
+/// Per thread, so that a test proves that *its own* call took the fused path: parallel tests
+/// run on other threads and cannot move this thread's counts. The kernels are entered on the
+/// thread that called the public op: Burn's dispatch, the flex backend and autodiff's
+/// backward pass (a mutex-guarded graph, no worker thread) all run synchronously on the
+/// caller; only the rows inside a kernel are spread over rayon workers, after the count.
+#[cfg(test)]
+pub(crate) fn fused_calls() -> [usize; 3] {
+    CALLS.with(|c| c.get())
+}
+
+/// Counts one call of `kernel` on this thread (a no-op outside tests).
 #[inline(always)]
 fn count(kernel: Kernel) {
     #[cfg(test)]
-    CALLS[kernel as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    CALLS.with(|c| {
+        let mut calls = c.get();
+        calls[kernel as usize] += 1;
+        c.set(calls);
+    });
     let _ = kernel;
 }
 
