@@ -1062,6 +1062,33 @@ fn top_k_and_top_p_match_reference() {
 }
 
 #[test]
+fn top_p_after_top_k_keeps_the_nucleus_of_the_renormalised_distribution() {
+    let device = dev();
+    // p = [0.4, 0.3, 0.2, 0.1]; top-k 2 leaves [0.4, 0.3] -> renormalised [4/7, 3/7]
+    let row: Vec<f32> = [0.4f32, 0.3, 0.2, 0.1].iter().map(|p| p.ln()).collect();
+    let logits = tensor(row.clone(), [1, 4], &device);
+    let kept = |t: Tensor<2>| -> Vec<bool> { vec_of(t).iter().map(|x| x.is_finite()).collect() };
+    // top-p 0.5 alone: token 1 has 0.4 ≤ 0.5 of mass before it, so it stays
+    assert_eq!(
+        kept(top_p_filter(logits.clone(), 0.5).unwrap()),
+        [true, true, false, false]
+    );
+    // after top-k 2, token 1 has 4/7 ≈ 0.571 > 0.5 before it: the nucleus is token 0 alone
+    let filtered = top_p_filter(top_k_filter(logits.clone(), 2).unwrap(), 0.5).unwrap();
+    let got = vec_of(filtered);
+    assert_eq!(
+        got.iter().map(|x| x.is_finite()).collect::<Vec<_>>(),
+        [true, false, false, false]
+    );
+    assert_eq!(got[0], row[0], "kept logits are unchanged");
+    // top-p 0.6 after top-k 2 keeps both (4/7 ≤ 0.6), never the tokens top-k removed
+    assert_eq!(
+        kept(top_p_filter(top_k_filter(logits, 2).unwrap(), 0.6).unwrap()),
+        [true, true, false, false]
+    );
+}
+
+#[test]
 fn categorical_sampling_is_seeded_and_follows_the_distribution() {
     let device = dev();
     let rows = 20_000;
