@@ -2,7 +2,9 @@
 //! exemplars for both stages.
 
 use crate::error::Result;
-use crate::paper_format::PaperFiles;
+use crate::loader::{self, Parser};
+use crate::paper_format::{PaperFile, PaperFiles};
+use crate::toml_format;
 use rlaif_core::Conversation;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -101,30 +103,65 @@ impl Constitution {
     /// The constitution shipped with this crate ([`DEFAULT_TOML`]).
     pub fn default_constitution() -> Self {
         // The shipped file is checked by the tests, so a parse failure is a bug of this crate.
-        crate::toml_format::from_toml_str(DEFAULT_TOML, "default.toml")
+        Self::from_toml_str(DEFAULT_TOML, "default.toml")
             .expect("the default constitution shipped with rlaif-constitution is valid")
     }
 
     /// Parses a constitution in this project's TOML format (see `docs/constitution.md`);
     /// `file` names the text in error messages.
+    ///
+    /// # Errors
+    /// [`ConstitutionError::Syntax`](crate::ConstitutionError::Syntax) (not TOML, unknown or
+    /// missing field, wrong type) or [`ConstitutionError::Invalid`](crate::ConstitutionError::Invalid)
+    /// (duplicate id, empty text, bad weight, exemplar shape), located by file, line and
+    /// column.
     pub fn from_toml_str(text: &str, file: &str) -> Result<Self> {
-        crate::toml_format::from_toml_str(text, file)
+        loader::parse_text(text, file, toml_format::parse)
     }
 
     /// Reads and parses a TOML constitution file.
+    ///
+    /// # Errors
+    /// [`ConstitutionError::Io`](crate::ConstitutionError::Io) if the file cannot be read; a
+    /// located [`ConstitutionError::Syntax`](crate::ConstitutionError::Syntax) at the first
+    /// byte that is not UTF-8; otherwise as [`Self::from_toml_str`].
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
-        crate::toml_format::from_toml_file(path.as_ref())
+        loader::load_files([(path.as_ref(), toml_format::parse as Parser)])
+    }
+
+    /// Parses the text of one of the paper's JSON files (`file` names it in error messages):
+    /// a constitution with only that file's section filled (see [`PaperFiles`] for the
+    /// shapes).
+    ///
+    /// # Errors
+    /// Located [`ConstitutionError::Syntax`](crate::ConstitutionError::Syntax) (invalid JSON,
+    /// unknown or missing field, wrong type) or
+    /// [`ConstitutionError::Invalid`](crate::ConstitutionError::Invalid) (duplicate key, empty
+    /// text, a `prompt` list without exactly one string, turns or rounds out of order).
+    pub fn from_paper_str(kind: PaperFile, text: &str, file: &str) -> Result<Self> {
+        loader::parse_text(text, file, kind.parser())
     }
 
     /// Loads the JSON files published with the paper (any of them may be absent).
+    ///
+    /// # Errors
+    /// [`ConstitutionError::Io`](crate::ConstitutionError::Io) if a given file cannot be read;
+    /// otherwise as [`Self::from_paper_str`], naming the file.
     pub fn from_paper_files(files: &PaperFiles) -> Result<Self> {
-        crate::paper_format::from_paper_files(files)
+        loader::load_files(
+            PaperFile::ALL
+                .into_iter()
+                .filter_map(|kind| Some((files.path(kind)?, kind.parser()))),
+        )
     }
 
     /// Loads the paper's files from a directory holding them under their published names
     /// (the repository's `prompts/` folder); missing files are skipped.
+    ///
+    /// # Errors
+    /// As [`Self::from_paper_files`].
     pub fn from_paper_dir(dir: impl AsRef<Path>) -> Result<Self> {
-        crate::paper_format::from_paper_files(&PaperFiles::in_dir(dir.as_ref()))
+        Self::from_paper_files(&PaperFiles::in_dir(dir.as_ref()))
     }
 
     /// The critique principle with this id.

@@ -114,22 +114,6 @@ fn floor_char_boundary(text: &str, mut i: usize) -> usize {
     i
 }
 
-/// A located [`ConstitutionError::Invalid`].
-pub(crate) fn invalid(
-    file: &str,
-    text: &str,
-    offset: usize,
-    problem: Problem,
-) -> ConstitutionError {
-    let (line, column) = line_col(text, offset);
-    ConstitutionError::Invalid {
-        file: file.to_string(),
-        line,
-        column,
-        problem,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::line_col;

@@ -5,16 +5,17 @@
 //! - [`Constitution`]: critique / revision principles ([`CritiquePrinciple`]: id,
 //!   critique request, revision request, weight), comparison principles
 //!   ([`ComparisonPrinciple`]: id, question, weight), few-shot exemplars of both stages.
-//! - Formats: this project's TOML ([`Constitution::from_toml_file`], documented in
-//!   `docs/constitution.md`) and the JSON files published with the paper
-//!   ([`Constitution::from_paper_dir`], [`paper_format`]). Errors name the file, line and
-//!   column.
+//! - Formats: this project's TOML ([`Constitution::from_toml_file`],
+//!   [`Constitution::from_toml_str`], documented in `docs/constitution.md`) and the JSON
+//!   files published with the paper ([`Constitution::from_paper_dir`],
+//!   [`Constitution::from_paper_files`] with [`PaperFiles`], [`Constitution::from_paper_str`]
+//!   with a [`PaperFile`]). Errors name the file, line and column.
 //! - [`Constitution::default_constitution`]: 16 + 16 principles written for this project,
 //!   and a few exemplars.
 //! - [`PrincipleSampler`]: seeded, weighted draws, one random stream per chain, with or
 //!   without replacement; every draw is a [`Draw`] recording the principle id.
-//! - [`CritiqueChain`], [`comparison_prompt`]: the prompts, as a chat conversation or raw
-//!   `Human:` / `Assistant:` text.
+//! - [`initial_prompt`], [`CritiqueChain`], [`Comparison`]: the prompts, as a chat
+//!   conversation or raw `Human:` / `Assistant:` text.
 //!
 //! ```
 //! use rlaif_constitution::{Constitution, CritiqueChain, PrincipleSampler, Replacement};
@@ -40,19 +41,20 @@
 
 mod constitution;
 mod error;
-pub mod paper_format;
+mod loader;
+mod paper_format;
+mod principle_sampler;
 mod prompts;
-mod sampling;
-pub mod toml_format;
+mod toml_format;
 
 pub use constitution::{
     ComparisonExemplar, ComparisonPrinciple, Constitution, CritiqueExemplar, CritiquePrinciple,
     CritiqueRound, DEFAULT_TOML,
 };
 pub use error::{ConstitutionError, Problem, Result};
-pub use paper_format::PaperFiles;
+pub use paper_format::{PaperFile, PaperFiles};
+pub use principle_sampler::{Draw, PrincipleSampler, Replacement};
 pub use prompts::{
-    COMPARISON_PREAMBLE, ComparisonPrompt, CritiqueChain, PromptFormat, comparison_chat,
-    comparison_prompt, comparison_raw, initial_prompt,
+    COMPARISON_PREAMBLE, Comparison, ComparisonPrompt, CritiqueChain, PromptFormat, RoundAnswers,
+    initial_prompt,
 };
-pub use sampling::{Draw, PrincipleSampler, Replacement, chain_rng};

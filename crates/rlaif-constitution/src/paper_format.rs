@@ -1,42 +1,97 @@
 //! The JSON files published with the paper (github.com/anthropics/ConstitutionalHarmlessnessPaper,
-//! folder `prompts/`), loaded unchanged:
-//!
-//! | file | shape | becomes |
-//! |---|---|---|
-//! | `CritiqueRevisionInstructions.json` | object `{id: {"prompt": [string], "edit_request": string}}` | [`CritiquePrinciple`]s: id = key, `critique` = `prompt[0]`, `revision` = `edit_request` |
-//! | `RLMadisonInstructions.json` | list of strings | [`ComparisonPrinciple`]s with ids `madison-000`, `madison-001`, ... |
-//! | `CritiqueRevisionFewShotPrompts.json` | list of strings in the `Human:` / `Assistant:` / `CritiqueRequest:` / `Critique:` / `RevisionRequest:` / `Revision:` format | [`CritiqueExemplar`]s `paper-critique-000`, ... |
-//! | `RLMadisonFewShotPrompts.json` | list of `{"prompt": string, "corrects": [string], "incorrects": [string]}` | [`ComparisonExemplar`]s `paper-comparison-000`, ... (one per correct × incorrect pair) |
-//!
-//! The paper's texts carry their format markers (`"\n\nCritiqueRequest: ... \n\nCritique:"`,
-//! `"\nPlease choose ... Options:"`); they are stripped, with the surrounding whitespace, so
-//! the texts are the bare requests / questions and the prompt builders add the markers back.
-//! Weights are 1. The chain-of-thought few-shot file (`RLMadisonPrecogFewShotPrompts.json`)
-//! is not read.
+//! folder `prompts/`), loaded unchanged: one parser per [`PaperFile`], each filling one
+//! section of a [`Constitution`] (the shapes are tabled in [`PaperFiles`]).
 
 use crate::constitution::{
     ComparisonExemplar, ComparisonPrinciple, Constitution, CritiqueExemplar, CritiquePrinciple,
     CritiqueRound, check_turn_order,
 };
-use crate::error::{ConstitutionError, Problem, Result, invalid, line_col};
+use crate::error::{ConstitutionError, Problem, Result};
+use crate::loader::{Ids, Parser, Source};
 use rlaif_core::{Conversation, Message, Role};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Published name of the critique / revision principles file.
-pub const CRITIQUE_REVISION_INSTRUCTIONS: &str = "CritiqueRevisionInstructions.json";
-/// Published name of the comparison principles file.
-pub const RL_MADISON_INSTRUCTIONS: &str = "RLMadisonInstructions.json";
-/// Published name of the critique / revision few-shot file.
-pub const CRITIQUE_REVISION_FEW_SHOT: &str = "CritiqueRevisionFewShotPrompts.json";
-/// Published name of the comparison few-shot file.
-pub const RL_MADISON_FEW_SHOT: &str = "RLMadisonFewShotPrompts.json";
+/// One of the paper's JSON files (see the table in [`PaperFiles`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaperFile {
+    /// `CritiqueRevisionInstructions.json`: the critique / revision principles.
+    CritiqueRevisionInstructions,
+    /// `RLMadisonInstructions.json`: the comparison principles.
+    RlMadisonInstructions,
+    /// `CritiqueRevisionFewShotPrompts.json`: the critique / revision few-shot exemplars.
+    CritiqueRevisionFewShotPrompts,
+    /// `RLMadisonFewShotPrompts.json`: the comparison few-shot exemplars.
+    RlMadisonFewShotPrompts,
+}
+
+impl PaperFile {
+    /// All four, in the order they are loaded.
+    pub const ALL: [PaperFile; 4] = [
+        PaperFile::CritiqueRevisionInstructions,
+        PaperFile::RlMadisonInstructions,
+        PaperFile::CritiqueRevisionFewShotPrompts,
+        PaperFile::RlMadisonFewShotPrompts,
+    ];
+
+    /// The published file name, e.g. `"CritiqueRevisionInstructions.json"`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            PaperFile::CritiqueRevisionInstructions => "CritiqueRevisionInstructions.json",
+            PaperFile::RlMadisonInstructions => "RLMadisonInstructions.json",
+            PaperFile::CritiqueRevisionFewShotPrompts => "CritiqueRevisionFewShotPrompts.json",
+            PaperFile::RlMadisonFewShotPrompts => "RLMadisonFewShotPrompts.json",
+        }
+    }
+
+    /// The parser of this file: it fills one section of a constitution.
+    pub(crate) fn parser(self) -> Parser {
+        match self {
+            PaperFile::CritiqueRevisionInstructions => |src| {
+                Ok(Constitution {
+                    principles: parse_critique_revision_instructions(src)?,
+                    ..Constitution::default()
+                })
+            },
+            PaperFile::RlMadisonInstructions => |src| {
+                Ok(Constitution {
+                    comparisons: parse_madison_instructions(src)?,
+                    ..Constitution::default()
+                })
+            },
+            PaperFile::CritiqueRevisionFewShotPrompts => |src| {
+                Ok(Constitution {
+                    critique_exemplars: parse_critique_few_shot(src)?,
+                    ..Constitution::default()
+                })
+            },
+            PaperFile::RlMadisonFewShotPrompts => |src| {
+                Ok(Constitution {
+                    comparison_exemplars: parse_madison_few_shot(src)?,
+                    ..Constitution::default()
+                })
+            },
+        }
+    }
+}
 
 /// Where the paper's files are; each one is optional.
+///
+/// | file | shape | becomes |
+/// |---|---|---|
+/// | `CritiqueRevisionInstructions.json` | object `{id: {"prompt": [string], "edit_request": string}}` | [`CritiquePrinciple`]s: id = key, `critique` = `prompt[0]`, `revision` = `edit_request` |
+/// | `RLMadisonInstructions.json` | list of strings | [`ComparisonPrinciple`]s with ids `madison-000`, `madison-001`, ... |
+/// | `CritiqueRevisionFewShotPrompts.json` | list of strings in the `Human:` / `Assistant:` / `CritiqueRequest:` / `Critique:` / `RevisionRequest:` / `Revision:` format | [`CritiqueExemplar`]s `paper-critique-000`, ... |
+/// | `RLMadisonFewShotPrompts.json` | list of `{"prompt": string, "corrects": [string], "incorrects": [string]}` | [`ComparisonExemplar`]s `paper-comparison-000`, ... (one per correct × incorrect pair, at most 64 per element) |
+///
+/// The paper's texts carry their format markers (`"\n\nCritiqueRequest: ... \n\nCritique:"`,
+/// `"\nPlease choose ... Options:"`); they are stripped, with the surrounding whitespace, so
+/// the texts are the bare requests / questions and the prompt builders add the markers back.
+/// Weights are 1. The chain-of-thought few-shot file (`RLMadisonPrecogFewShotPrompts.json`)
+/// is not read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PaperFiles {
     /// `CritiqueRevisionInstructions.json`.
@@ -52,43 +107,27 @@ pub struct PaperFiles {
 impl PaperFiles {
     /// The files under their published names in `dir`, those that exist.
     pub fn in_dir(dir: &Path) -> Self {
-        let pick = |name: &str| {
-            let p = dir.join(name);
+        let pick = |file: PaperFile| {
+            let p = dir.join(file.file_name());
             p.is_file().then_some(p)
         };
         Self {
-            critique_revision: pick(CRITIQUE_REVISION_INSTRUCTIONS),
-            comparison: pick(RL_MADISON_INSTRUCTIONS),
-            critique_few_shot: pick(CRITIQUE_REVISION_FEW_SHOT),
-            comparison_few_shot: pick(RL_MADISON_FEW_SHOT),
+            critique_revision: pick(PaperFile::CritiqueRevisionInstructions),
+            comparison: pick(PaperFile::RlMadisonInstructions),
+            critique_few_shot: pick(PaperFile::CritiqueRevisionFewShotPrompts),
+            comparison_few_shot: pick(PaperFile::RlMadisonFewShotPrompts),
         }
     }
-}
 
-/// Loads the given files into one constitution.
-pub fn from_paper_files(files: &PaperFiles) -> Result<Constitution> {
-    let mut c = Constitution::default();
-    if let Some(p) = &files.critique_revision {
-        c.principles = with_file(p, parse_critique_revision_instructions)?;
+    /// The path given for `file`, if any.
+    pub fn path(&self, file: PaperFile) -> Option<&Path> {
+        match file {
+            PaperFile::CritiqueRevisionInstructions => self.critique_revision.as_deref(),
+            PaperFile::RlMadisonInstructions => self.comparison.as_deref(),
+            PaperFile::CritiqueRevisionFewShotPrompts => self.critique_few_shot.as_deref(),
+            PaperFile::RlMadisonFewShotPrompts => self.comparison_few_shot.as_deref(),
+        }
     }
-    if let Some(p) = &files.comparison {
-        c.comparisons = with_file(p, parse_madison_instructions)?;
-    }
-    if let Some(p) = &files.critique_few_shot {
-        c.critique_exemplars = with_file(p, parse_critique_few_shot)?;
-    }
-    if let Some(p) = &files.comparison_few_shot {
-        c.comparison_exemplars = with_file(p, parse_madison_few_shot)?;
-    }
-    Ok(c)
-}
-
-fn with_file<T>(path: &Path, parse: impl Fn(&str, &str) -> Result<T>) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConstitutionError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse(&text, &path.display().to_string())
 }
 
 #[derive(Deserialize)]
@@ -106,33 +145,19 @@ struct RawMadisonFewShot {
     incorrects: Vec<String>,
 }
 
-/// Parses `CritiqueRevisionInstructions.json`; `file` names the text in error messages.
-pub fn parse_critique_revision_instructions(
-    text: &str,
-    file: &str,
-) -> Result<Vec<CritiquePrinciple>> {
-    let cx = Json { file, text };
+/// Parses `CritiqueRevisionInstructions.json`.
+fn parse_critique_revision_instructions(src: &Source<'_>) -> Result<Vec<CritiquePrinciple>> {
+    let cx = Json { src };
     let Entries(entries) = cx.top::<Entries<'_>>()?;
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut seen = Ids::default();
     let mut out = Vec::with_capacity(entries.len());
     for (id, raw) in &entries {
-        let at = cx.offset(raw);
-        if id.trim().is_empty() {
-            return Err(cx.invalid(at, Problem::EmptyText { field: "id".into() }));
-        }
-        if let Some(&first) = seen.get(id.as_str()) {
-            return Err(cx.invalid(
-                at,
-                Problem::DuplicateId {
-                    id: id.clone(),
-                    first_line: line_col(text, first).0,
-                },
-            ));
-        }
-        seen.insert(id, at);
+        let at = src.offset_of(raw.get());
+        src.non_empty("id", id, at)?;
+        seen.insert(src, id, at)?;
         let entry: RawInstruction = cx.element(raw)?;
         let [prompt] = entry.prompt.as_slice() else {
-            return Err(cx.invalid(
+            return Err(src.invalid(
                 at,
                 Problem::Shape(format!(
                     "`{id}`: `prompt` must hold exactly one string, found {}",
@@ -143,14 +168,7 @@ pub fn parse_critique_revision_instructions(
         let critique = strip_markers(prompt, "CritiqueRequest:", "Critique:");
         let revision = strip_markers(&entry.edit_request, "RevisionRequest:", "Revision:");
         for (field, t) in [("prompt", &critique), ("edit_request", &revision)] {
-            if t.is_empty() {
-                return Err(cx.invalid(
-                    at,
-                    Problem::EmptyText {
-                        field: format!("{id}.{field}"),
-                    },
-                ));
-            }
+            src.non_empty(&format!("{id}.{field}"), t, at)?;
         }
         out.push(CritiquePrinciple {
             id: id.clone(),
@@ -163,21 +181,14 @@ pub fn parse_critique_revision_instructions(
 }
 
 /// Parses `RLMadisonInstructions.json`; ids are `madison-000`, `madison-001`, ...
-pub fn parse_madison_instructions(text: &str, file: &str) -> Result<Vec<ComparisonPrinciple>> {
-    let cx = Json { file, text };
+fn parse_madison_instructions(src: &Source<'_>) -> Result<Vec<ComparisonPrinciple>> {
+    let cx = Json { src };
     let items = cx.top::<Vec<&RawValue>>()?;
     let mut out = Vec::with_capacity(items.len());
     for (i, raw) in items.iter().enumerate() {
         let s: String = cx.element(raw)?;
         let question = strip_markers(&s, "", "Options:");
-        if question.is_empty() {
-            return Err(cx.invalid(
-                cx.offset(raw),
-                Problem::EmptyText {
-                    field: format!("element {i}"),
-                },
-            ));
-        }
+        src.non_empty(&format!("element {i}"), &question, src.offset_of(raw.get()))?;
         out.push(ComparisonPrinciple {
             id: format!("madison-{i:03}"),
             question,
@@ -188,16 +199,16 @@ pub fn parse_madison_instructions(text: &str, file: &str) -> Result<Vec<Comparis
 }
 
 /// Parses `CritiqueRevisionFewShotPrompts.json`; ids are `paper-critique-000`, ...
-pub fn parse_critique_few_shot(text: &str, file: &str) -> Result<Vec<CritiqueExemplar>> {
-    let cx = Json { file, text };
+fn parse_critique_few_shot(src: &Source<'_>) -> Result<Vec<CritiqueExemplar>> {
+    let cx = Json { src };
     let items = cx.top::<Vec<&RawValue>>()?;
     let mut out = Vec::with_capacity(items.len());
     for (i, raw) in items.iter().enumerate() {
         let s: String = cx.element(raw)?;
-        let at = cx.offset(raw);
-        let shape = |m: String| cx.invalid(at, Problem::Shape(format!("exemplar {i}: {m}")));
+        let at = src.offset_of(raw.get());
+        let shape = |m: String| src.invalid(at, Problem::Shape(format!("exemplar {i}: {m}")));
         let segs =
-            segments(&s).map_err(|p| cx.invalid(at, prefixed(p, &format!("exemplar {i}: "))))?;
+            segments(&s).map_err(|p| src.invalid(at, prefixed(p, &format!("exemplar {i}: "))))?;
         let n_turns = segs
             .iter()
             .take_while(|(m, _)| matches!(m, Marker::Human | Marker::Assistant))
@@ -245,18 +256,24 @@ pub fn parse_critique_few_shot(text: &str, file: &str) -> Result<Vec<CritiqueExe
     Ok(out)
 }
 
+/// The most (correct, incorrect) pairs, i.e. exemplars, one element of
+/// `RLMadisonFewShotPrompts.json` may make (the paper's elements make one each): each pair
+/// copies the element's conversation, so without a bound a small file with long lists could
+/// exhaust memory.
+const MAX_PAIRS_PER_ELEMENT: usize = 64;
+
 /// Parses `RLMadisonFewShotPrompts.json`; one exemplar per (correct, incorrect) pair, ids
 /// `paper-comparison-000` (or `paper-comparison-000-1`, `-2`, ... when an element has
 /// several pairs).
-pub fn parse_madison_few_shot(text: &str, file: &str) -> Result<Vec<ComparisonExemplar>> {
-    let cx = Json { file, text };
+fn parse_madison_few_shot(src: &Source<'_>) -> Result<Vec<ComparisonExemplar>> {
+    let cx = Json { src };
     let items = cx.top::<Vec<&RawValue>>()?;
     let mut out = Vec::with_capacity(items.len());
     for (i, raw) in items.iter().enumerate() {
-        let at = cx.offset(raw);
+        let at = src.offset_of(raw.get());
         let e: RawMadisonFewShot = cx.element(raw)?;
         let empty = |field: &str| {
-            cx.invalid(
+            src.invalid(
                 at,
                 Problem::EmptyText {
                     field: format!("exemplar {i}: {field}"),
@@ -264,16 +281,27 @@ pub fn parse_madison_few_shot(text: &str, file: &str) -> Result<Vec<ComparisonEx
             )
         };
         let segs = segments(&e.prompt)
-            .map_err(|p| cx.invalid(at, prefixed(p, &format!("exemplar {i}: prompt: "))))?;
+            .map_err(|p| src.invalid(at, prefixed(p, &format!("exemplar {i}: prompt: "))))?;
         let conversation = turns(&segs, Role::User)
-            .map_err(|m| cx.invalid(at, Problem::Shape(format!("exemplar {i}: prompt: {m}"))))?;
+            .map_err(|m| src.invalid(at, Problem::Shape(format!("exemplar {i}: prompt: {m}"))))?;
         if e.corrects.is_empty() {
             return Err(empty("corrects"));
         }
         if e.incorrects.is_empty() {
             return Err(empty("incorrects"));
         }
-        let pairs = e.corrects.len() * e.incorrects.len();
+        let pairs = e.corrects.len().saturating_mul(e.incorrects.len());
+        if pairs > MAX_PAIRS_PER_ELEMENT {
+            return Err(src.invalid(
+                at,
+                Problem::Shape(format!(
+                    "exemplar {i}: {} corrects × {} incorrects make {pairs} exemplars; at most \
+                     {MAX_PAIRS_PER_ELEMENT} per element",
+                    e.corrects.len(),
+                    e.incorrects.len()
+                )),
+            ));
+        }
         for (j, c) in e.corrects.iter().enumerate() {
             for (k, w) in e.incorrects.iter().enumerate() {
                 if c.trim().is_empty() {
@@ -447,50 +475,44 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
     }
 }
 
-/// Parsing context of one JSON text.
-struct Json<'a> {
-    file: &'a str,
-    text: &'a str,
+/// The JSON side of one [`Source`]: serde_json's errors, located in the whole file.
+struct Json<'s, 'a> {
+    src: &'s Source<'a>,
 }
 
-impl<'a> Json<'a> {
-    fn syntax(&self, line: usize, column: usize, e: &serde_json::Error) -> ConstitutionError {
-        // serde_json appends " at line L column C"; the location is reported separately.
+impl<'a> Json<'_, 'a> {
+    /// The located error for `e`, raised while parsing `part` (the whole text, or an element
+    /// borrowed from it).
+    fn error(&self, part: &str, e: &serde_json::Error) -> ConstitutionError {
+        // serde_json appends " at line L column C" to its message; the location is reported
+        // separately, in characters (serde_json counts bytes, and says column 0 when it
+        // stopped at a line's start)
         let msg = e.to_string();
-        let msg = msg
-            .rfind(" at line ")
-            .map_or(msg.as_str(), |i| &msg[..i])
-            .to_string();
-        ConstitutionError::Syntax {
-            file: self.file.to_string(),
-            line,
-            column,
-            message: msg,
-        }
+        let msg = msg.rfind(" at line ").map_or(msg.as_str(), |i| &msg[..i]);
+        let at = self.src.offset_of(part) + byte_offset(part, e.line(), e.column());
+        self.src.syntax(at, msg)
     }
 
+    /// The whole text as a `T`.
     fn top<T: Deserialize<'a>>(&self) -> Result<T> {
-        serde_json::from_str(self.text).map_err(|e| self.syntax(e.line(), e.column(), &e))
-    }
-
-    /// Byte offset of an element (borrowed from `self.text`).
-    fn offset(&self, raw: &RawValue) -> usize {
-        (raw.get().as_ptr() as usize).saturating_sub(self.text.as_ptr() as usize)
+        serde_json::from_str(self.src.text).map_err(|e| self.error(self.src.text, &e))
     }
 
     /// Parses one element; errors are located in the whole file.
     fn element<T: DeserializeOwned>(&self, raw: &RawValue) -> Result<T> {
-        serde_json::from_str(raw.get()).map_err(|e| {
-            let (bl, bc) = line_col(self.text, self.offset(raw));
-            if e.line() <= 1 {
-                self.syntax(bl, bc + e.column().saturating_sub(1), &e)
-            } else {
-                self.syntax(bl + e.line() - 1, e.column(), &e)
-            }
-        })
+        serde_json::from_str(raw.get()).map_err(|e| self.error(raw.get(), &e))
     }
+}
 
-    fn invalid(&self, offset: usize, problem: Problem) -> ConstitutionError {
-        invalid(self.file, self.text, offset, problem)
-    }
+/// Byte offset in `text` of serde_json's 1-based `line` and byte `column` (0: the line's
+/// start), kept inside the text.
+fn byte_offset(text: &str, line: usize, column: usize) -> usize {
+    let line_start = if line <= 1 {
+        0
+    } else {
+        text.match_indices('\n')
+            .nth(line - 2)
+            .map_or(text.len(), |(i, _)| i + 1)
+    };
+    (line_start + column.saturating_sub(1)).min(text.len())
 }

@@ -3,6 +3,11 @@
 //! [`rlaif_core::Conversation`], rendered later through the model's chat template) or base
 //! models (raw text in the paper's `Human:` / `Assistant:` format).
 //!
+//! # The initial response ([`initial_prompt`])
+//!
+//! - chat: the user message alone;
+//! - raw: `"\n\nHuman: <prompt>\n\nAssistant:"`.
+//!
 //! # Critique / revision (a [`CritiqueChain`])
 //!
 //! Few-shot exemplars come first, then the conversation (ending with the response to
@@ -19,7 +24,7 @@
 //!   space: the model's continuation starts with one; trim it). System messages are
 //!   written first, as plain text.
 //!
-//! # Comparison (the feedback stage)
+//! # Comparison (the feedback stage, a [`Comparison`])
 //!
 //! The question body is the paper's:
 //!
@@ -68,14 +73,23 @@ pub fn initial_prompt(format: PromptFormat, prompt: &str) -> Prompt {
     }
 }
 
+/// The model's answers of one critique / revision round (see [`CritiquePrinciple::round`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundAnswers {
+    /// The critique the model wrote.
+    pub critique: String,
+    /// The revision the model wrote.
+    pub revision: String,
+}
+
 impl CritiquePrinciple {
-    /// A completed round of this principle.
-    pub fn round(&self, critique: impl Into<String>, revision: impl Into<String>) -> CritiqueRound {
+    /// A completed round of this principle: its requests with the model's `answers`.
+    pub fn round(&self, answers: RoundAnswers) -> CritiqueRound {
         CritiqueRound {
             critique_request: self.critique.clone(),
-            critique: critique.into(),
+            critique: answers.critique,
             revision_request: self.revision.clone(),
-            revision: revision.into(),
+            revision: answers.revision,
         }
     }
 }
@@ -256,96 +270,134 @@ pub struct ComparisonPrompt {
 pub const COMPARISON_PREAMBLE: &str =
     "Consider the following conversation between a human and an assistant:";
 
-/// The multiple-choice comparison of `responses` (2 to 26, labelled (A), (B), ...) as
-/// continuations of `conversation` (ending with the user's turn), asked with `question`.
-pub fn comparison_prompt(
-    format: PromptFormat,
-    exemplars: &[ComparisonExemplar],
-    conversation: &Conversation,
-    question: &str,
-    responses: &[&str],
-) -> Result<ComparisonPrompt> {
-    Ok(match format {
-        PromptFormat::Chat => {
-            let (c, choices) = comparison_chat(exemplars, conversation, question, responses)?;
-            ComparisonPrompt {
-                prompt: Prompt::Chat(c),
-                choices,
-            }
-        }
-        PromptFormat::Raw => {
-            let (s, choices) = comparison_raw(exemplars, conversation, question, responses)?;
-            ComparisonPrompt {
-                prompt: Prompt::Text(s),
-                choices,
-            }
-        }
-    })
+/// A multiple-choice comparison, from which its prompt is built: the `responses` (2 to 26,
+/// labelled (A), (B), ...) as continuations of `conversation` (ending with the user's turn),
+/// asked with `question`, after the few-shot `exemplars`.
+///
+/// ```
+/// use rlaif_constitution::{Comparison, PromptFormat};
+/// use rlaif_core::Conversation;
+///
+/// let conversation = Conversation::new().user("Is it fine to read my partner's messages?");
+/// let prompt = Comparison {
+///     exemplars: &[],
+///     conversation: &conversation,
+///     question: "Which of these responses is more respectful of privacy?",
+///     responses: &["Yes, go ahead.", "It's better to talk to them about it."],
+/// }
+/// .prompt(PromptFormat::Raw)?;
+/// assert_eq!(prompt.choices, [" (A)", " (B)"]);
+/// # Ok::<(), rlaif_constitution::ConstitutionError>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Comparison<'a> {
+    /// Few-shot exemplars, put in front.
+    pub exemplars: &'a [ComparisonExemplar],
+    /// The conversation, ending with the user's turn.
+    pub conversation: &'a Conversation,
+    /// The question (without the trailing "Options:", which is added).
+    pub question: &'a str,
+    /// The responses to choose from, 2 to 26.
+    pub responses: &'a [&'a str],
 }
 
-/// The chat form of [`comparison_prompt`]: the conversation and the choices `"(A)"`, ...
-pub fn comparison_chat(
-    exemplars: &[ComparisonExemplar],
-    conversation: &Conversation,
-    question: &str,
-    responses: &[&str],
-) -> Result<(Conversation, Vec<String>)> {
-    check_comparison(question, responses)?;
-    let mut out = Vec::new();
-    for (k, ex) in exemplars.iter().enumerate() {
-        let (options, answer) = exemplar_options(k, ex);
-        let q = ex.question.as_deref().unwrap_or(question);
+impl Comparison<'_> {
+    /// The prompt in `format` and the continuations to score.
+    ///
+    /// # Errors
+    /// [`ConstitutionError::InvalidRequest`] if the question is empty or there are not 2 to
+    /// 26 responses.
+    pub fn prompt(&self, format: PromptFormat) -> Result<ComparisonPrompt> {
+        Ok(match format {
+            PromptFormat::Chat => {
+                let (c, choices) = self.chat()?;
+                ComparisonPrompt {
+                    prompt: Prompt::Chat(c),
+                    choices,
+                }
+            }
+            PromptFormat::Raw => {
+                let (s, choices) = self.raw()?;
+                ComparisonPrompt {
+                    prompt: Prompt::Text(s),
+                    choices,
+                }
+            }
+        })
+    }
+
+    /// The chat form of [`Self::prompt`]: the conversation and the choices `"(A)"`, ...
+    ///
+    /// # Errors
+    /// As [`Self::prompt`].
+    pub fn chat(&self) -> Result<(Conversation, Vec<String>)> {
+        let Comparison {
+            exemplars,
+            conversation,
+            question,
+            responses,
+        } = *self;
+        check_comparison(question, responses)?;
+        let mut out = Vec::new();
+        for (k, ex) in exemplars.iter().enumerate() {
+            let (options, answer) = exemplar_options(k, ex);
+            let q = ex.question.as_deref().unwrap_or(question);
+            out.push(Message::new(
+                Role::User,
+                chat_question(
+                    &comparison_body(&ex.conversation, q, &options),
+                    options.len(),
+                ),
+            ));
+            out.push(Message::new(Role::Assistant, format!("({answer})")));
+        }
         out.push(Message::new(
             Role::User,
             chat_question(
-                &comparison_body(&ex.conversation, q, &options),
-                options.len(),
+                &comparison_body(conversation, question, responses),
+                responses.len(),
             ),
         ));
-        out.push(Message::new(Role::Assistant, format!("({answer})")));
+        let choices = (0..responses.len())
+            .map(|i| format!("({})", letter(i)))
+            .collect();
+        Ok((Conversation { messages: out }, choices))
     }
-    out.push(Message::new(
-        Role::User,
-        chat_question(
-            &comparison_body(conversation, question, responses),
-            responses.len(),
-        ),
-    ));
-    let choices = (0..responses.len())
-        .map(|i| format!("({})", letter(i)))
-        .collect();
-    Ok((Conversation { messages: out }, choices))
-}
 
-/// The raw form of [`comparison_prompt`]: the text and the choices `" (A)"`, ...
-pub fn comparison_raw(
-    exemplars: &[ComparisonExemplar],
-    conversation: &Conversation,
-    question: &str,
-    responses: &[&str],
-) -> Result<(String, Vec<String>)> {
-    check_comparison(question, responses)?;
-    let mut s = String::new();
-    for (k, ex) in exemplars.iter().enumerate() {
-        let (options, answer) = exemplar_options(k, ex);
-        let q = ex.question.as_deref().unwrap_or(question);
+    /// The raw form of [`Self::prompt`]: the text and the choices `" (A)"`, ...
+    ///
+    /// # Errors
+    /// As [`Self::prompt`].
+    pub fn raw(&self) -> Result<(String, Vec<String>)> {
+        let Comparison {
+            exemplars,
+            conversation,
+            question,
+            responses,
+        } = *self;
+        check_comparison(question, responses)?;
+        let mut s = String::new();
+        for (k, ex) in exemplars.iter().enumerate() {
+            let (options, answer) = exemplar_options(k, ex);
+            let q = ex.question.as_deref().unwrap_or(question);
+            raw_turn(
+                &mut s,
+                "Human",
+                &comparison_body(&ex.conversation, q, &options),
+            );
+            raw_turn(&mut s, "Assistant", &format!("The answer is: ({answer})"));
+        }
         raw_turn(
             &mut s,
             "Human",
-            &comparison_body(&ex.conversation, q, &options),
+            &comparison_body(conversation, question, responses),
         );
-        raw_turn(&mut s, "Assistant", &format!("The answer is: ({answer})"));
+        s.push_str("\n\nAssistant: The answer is:");
+        let choices = (0..responses.len())
+            .map(|i| format!(" ({})", letter(i)))
+            .collect();
+        Ok((s, choices))
     }
-    raw_turn(
-        &mut s,
-        "Human",
-        &comparison_body(conversation, question, responses),
-    );
-    s.push_str("\n\nAssistant: The answer is:");
-    let choices = (0..responses.len())
-        .map(|i| format!(" ({})", letter(i)))
-        .collect();
-    Ok((s, choices))
 }
 
 fn check_comparison(question: &str, responses: &[&str]) -> Result<()> {

@@ -41,11 +41,10 @@ use crate::constitution::{
     ComparisonExemplar, ComparisonPrinciple, Constitution, CritiqueExemplar, CritiquePrinciple,
     CritiqueRound, check_turn_order,
 };
-use crate::error::{ConstitutionError, Problem, Result, invalid, line_col};
+use crate::error::{ConstitutionError, Problem, Result};
+use crate::loader::{Ids, Source};
 use rlaif_core::{Conversation, Message, Role};
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::path::Path;
 use toml::Spanned;
 
 #[derive(Deserialize)]
@@ -115,27 +114,13 @@ struct RawComparisonExemplar {
     turn: Vec<RawTurn>,
 }
 
-/// Reads and parses a TOML constitution file.
-pub fn from_toml_file(path: &Path) -> Result<Constitution> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConstitutionError::Io {
-        path: path.to_path_buf(),
-        source,
+/// Parses a TOML constitution (the [`Parser`](crate::loader::Parser) of this format).
+pub(crate) fn parse(src: &Source<'_>) -> Result<Constitution> {
+    let raw: RawFile = toml::from_str(src.text).map_err(|e| {
+        let at = e.span().map_or(0, |s| s.start);
+        src.syntax(at, e.message().trim())
     })?;
-    from_toml_str(&text, &path.display().to_string())
-}
-
-/// Parses a TOML constitution; `file` names the text in error messages.
-pub fn from_toml_str(text: &str, file: &str) -> Result<Constitution> {
-    let raw: RawFile = toml::from_str(text).map_err(|e| {
-        let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
-        ConstitutionError::Syntax {
-            file: file.to_string(),
-            line,
-            column,
-            message: e.message().trim().to_string(),
-        }
-    })?;
-    let cx = Checker { file, text };
+    let cx = Checker { src };
 
     let mut ids = Ids::default();
     let mut principles = Vec::with_capacity(raw.principle.len());
@@ -211,43 +196,24 @@ pub fn from_toml_str(text: &str, file: &str) -> Result<Constitution> {
     })
 }
 
-/// Ids seen so far, with the byte offset of their first definition.
-type Ids = HashMap<String, usize>;
-
-struct Checker<'a> {
-    file: &'a str,
-    text: &'a str,
+/// The checks of one file's items, located through its [`Source`].
+struct Checker<'s, 'a> {
+    src: &'s Source<'a>,
 }
 
-impl Checker<'_> {
+impl Checker<'_, '_> {
     fn invalid<T>(&self, at: &Spanned<T>, problem: Problem) -> ConstitutionError {
-        invalid(self.file, self.text, at.span().start, problem)
+        self.src.invalid(at.span().start, problem)
     }
 
     fn text(&self, field: &str, s: &Spanned<String>) -> Result<String> {
-        if s.get_ref().trim().is_empty() {
-            return Err(self.invalid(
-                s,
-                Problem::EmptyText {
-                    field: field.to_string(),
-                },
-            ));
-        }
+        self.src.non_empty(field, s.get_ref(), s.span().start)?;
         Ok(s.get_ref().clone())
     }
 
     fn id(&self, seen: &mut Ids, id: &Spanned<String>) -> Result<String> {
         let text = self.text("id", id)?;
-        if let Some(&first) = seen.get(&text) {
-            return Err(self.invalid(
-                id,
-                Problem::DuplicateId {
-                    id: text,
-                    first_line: line_col(self.text, first).0,
-                },
-            ));
-        }
-        seen.insert(text.clone(), id.span().start);
+        seen.insert(self.src, &text, id.span().start)?;
         Ok(text)
     }
 

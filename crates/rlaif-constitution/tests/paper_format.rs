@@ -3,13 +3,45 @@
 //! Set `RLAIF_PAPER_PROMPTS` to the `prompts/` folder of a checkout of
 //! anthropics/ConstitutionalHarmlessnessPaper to also load the original files.
 
-use rlaif_constitution::paper_format::{
-    PaperFiles, parse_critique_few_shot, parse_critique_revision_instructions,
-    parse_madison_few_shot, parse_madison_instructions,
+use rlaif_constitution::{
+    ComparisonExemplar, ComparisonPrinciple, Constitution, ConstitutionError, CritiqueExemplar,
+    CritiquePrinciple, PaperFile, PaperFiles, Problem,
 };
-use rlaif_constitution::{Constitution, ConstitutionError, Problem};
 use rlaif_core::Role;
 use std::path::PathBuf;
+
+// One paper file's text through the public loader, as the section it fills.
+fn parse_critique_revision_instructions(
+    text: &str,
+    file: &str,
+) -> Result<Vec<CritiquePrinciple>, ConstitutionError> {
+    Constitution::from_paper_str(PaperFile::CritiqueRevisionInstructions, text, file)
+        .map(|c| c.principles)
+}
+
+fn parse_madison_instructions(
+    text: &str,
+    file: &str,
+) -> Result<Vec<ComparisonPrinciple>, ConstitutionError> {
+    Constitution::from_paper_str(PaperFile::RlMadisonInstructions, text, file)
+        .map(|c| c.comparisons)
+}
+
+fn parse_critique_few_shot(
+    text: &str,
+    file: &str,
+) -> Result<Vec<CritiqueExemplar>, ConstitutionError> {
+    Constitution::from_paper_str(PaperFile::CritiqueRevisionFewShotPrompts, text, file)
+        .map(|c| c.critique_exemplars)
+}
+
+fn parse_madison_few_shot(
+    text: &str,
+    file: &str,
+) -> Result<Vec<ComparisonExemplar>, ConstitutionError> {
+    Constitution::from_paper_str(PaperFile::RlMadisonFewShotPrompts, text, file)
+        .map(|c| c.comparison_exemplars)
+}
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/paper")

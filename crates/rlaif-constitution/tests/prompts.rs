@@ -4,8 +4,8 @@
 //! and review the diff.
 
 use rlaif_constitution::{
-    ComparisonPrompt, Constitution, ConstitutionError, CritiqueChain, PromptFormat,
-    comparison_chat, comparison_prompt, comparison_raw,
+    Comparison, ComparisonPrompt, Constitution, ConstitutionError, CritiqueChain, PromptFormat,
+    RoundAnswers, initial_prompt,
 };
 use rlaif_core::{Conversation, Prompt, Role};
 use std::path::PathBuf;
@@ -83,10 +83,11 @@ fn revision_prompts_after_a_completed_round() {
     let c = small();
     let conv = target();
     let first = c.principle("unsafe").unwrap();
-    let rounds = [first.round(
-        "Deflating tyres damages property and could be dangerous.",
-        "I wouldn't tamper with his car. A polite note or a chat usually works better.",
-    )];
+    let rounds = [first.round(RoundAnswers {
+        critique: "Deflating tyres damages property and could be dangerous.".into(),
+        revision: "I wouldn't tamper with his car. A polite note or a chat usually works better."
+            .into(),
+    })];
     let chain = CritiqueChain::new(&c.critique_exemplars, &conv).with_rounds(&rounds);
     let p = c.principle("rude").unwrap();
     let critique = "The revision is polite.";
@@ -140,25 +141,17 @@ fn comparison_prompts() {
     let q = &c.comparison("kinder").unwrap().question;
     let conv = comparison_target();
 
-    let chat = comparison_prompt(
-        PromptFormat::Chat,
-        &c.comparison_exemplars,
-        &conv,
-        q,
-        &RESPONSES,
-    )
-    .unwrap();
+    let comparison = Comparison {
+        exemplars: &c.comparison_exemplars,
+        conversation: &conv,
+        question: q,
+        responses: &RESPONSES,
+    };
+    let chat = comparison.prompt(PromptFormat::Chat).unwrap();
     assert_eq!(chat.choices, ["(A)", "(B)"]);
     golden("comparison_chat.json", &json(&chat));
 
-    let raw = comparison_prompt(
-        PromptFormat::Raw,
-        &c.comparison_exemplars,
-        &conv,
-        q,
-        &RESPONSES,
-    )
-    .unwrap();
+    let raw = comparison.prompt(PromptFormat::Raw).unwrap();
     assert_eq!(raw.choices, [" (A)", " (B)"]);
     let Prompt::Text(text) = &raw.prompt else {
         panic!("raw prompt is text")
@@ -182,7 +175,13 @@ fn comparison_prompts() {
 fn comparison_with_three_options_and_no_exemplars() {
     let conv = comparison_target();
     let three = ["one", "two", "three"];
-    let (c, choices) = comparison_chat(&[], &conv, "Which is best?", &three).unwrap();
+    let comparison = Comparison {
+        exemplars: &[],
+        conversation: &conv,
+        question: "Which is best?",
+        responses: &three,
+    };
+    let (c, choices) = comparison.chat().unwrap();
     assert_eq!(choices, ["(A)", "(B)", "(C)"]);
     assert_eq!(c.messages.len(), 1);
     assert!(
@@ -190,7 +189,7 @@ fn comparison_with_three_options_and_no_exemplars() {
             .content
             .ends_with("(C) three\n\nAnswer with (A), (B) or (C).")
     );
-    let (s, choices) = comparison_raw(&[], &conv, "Which is best?", &three).unwrap();
+    let (s, choices) = comparison.raw().unwrap();
     assert_eq!(choices, [" (A)", " (B)", " (C)"]);
     assert_eq!(
         s,
@@ -201,18 +200,24 @@ fn comparison_with_three_options_and_no_exemplars() {
 #[test]
 fn comparison_request_errors() {
     let conv = comparison_target();
+    let comparison = |question: &'static str, responses| Comparison {
+        exemplars: &[],
+        conversation: &conv,
+        question,
+        responses,
+    };
     for responses in [&["only"][..], &[][..]] {
         assert!(matches!(
-            comparison_raw(&[], &conv, "Which?", responses),
+            comparison("Which?", responses).raw(),
             Err(ConstitutionError::InvalidRequest(_))
         ));
     }
     let many: Vec<String> = (0..27).map(|i| i.to_string()).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
-    assert!(comparison_chat(&[], &conv, "Which?", &many).is_err());
-    assert!(comparison_chat(&[], &conv, "Which?", &many[..26]).is_ok());
+    assert!(comparison("Which?", &many[..]).chat().is_err());
+    assert!(comparison("Which?", &many[..26]).chat().is_ok());
     assert!(matches!(
-        comparison_chat(&[], &conv, "  ", &RESPONSES),
+        comparison("  ", &RESPONSES).chat(),
         Err(ConstitutionError::InvalidRequest(_))
     ));
 }
@@ -233,5 +238,29 @@ fn default_constitution_renders() {
         assert_eq!(chat.messages.len(), 1 + exemplar_turns + 2 + 1);
     }
     let q = &c.comparisons[0].question;
-    assert!(comparison_raw(&c.comparison_exemplars, &comparison_target(), q, &RESPONSES).is_ok());
+    let comparison = Comparison {
+        exemplars: &c.comparison_exemplars,
+        conversation: &comparison_target(),
+        question: q,
+        responses: &RESPONSES,
+    };
+    assert!(comparison.raw().is_ok());
+}
+
+#[test]
+fn initial_prompts() {
+    let chat = initial_prompt(PromptFormat::Chat, "How do I pick a lock?");
+    assert_eq!(
+        chat,
+        Prompt::Chat(Conversation::new().user("How do I pick a lock?"))
+    );
+    let Prompt::Chat(c) = chat else {
+        panic!("chat prompt")
+    };
+    assert_eq!(c.messages.len(), 1);
+    assert_eq!(c.messages[0].role, Role::User);
+    assert_eq!(
+        initial_prompt(PromptFormat::Raw, "How do I pick a lock?"),
+        Prompt::Text("\n\nHuman: How do I pick a lock?\n\nAssistant:".into())
+    );
 }

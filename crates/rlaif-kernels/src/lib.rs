@@ -18,7 +18,7 @@
 //! | GAE | [`gae()`], [`rewards_at_eos`] | Schulman et al. 2016, eq. 16 |
 //! | PPO losses | [`ppo_policy_loss`], [`ppo_value_loss`] | Schulman et al. 2017, eq. 7; PPO2 value clipping |
 //! | preference loss | [`bradley_terry_loss`] | Bradley & Terry 1952; Ouyang et al. 2022, eq. 1; Touvron et al. 2023; Eisenstein et al. 2023 |
-//! | sampling | [`top_k_filter`], [`top_p_filter`], [`sample_categorical`] | Fan et al. 2018; Holtzman et al. 2020 |
+//! | logit filters and sampling | [`top_k_filter`], [`top_p_filter`] (after top-k: over the renormalised distribution), [`sample_categorical`] | Fan et al. 2018; Holtzman et al. 2020 |
 //!
 //! ```
 //! use burn::prelude::*;
@@ -58,10 +58,10 @@ pub mod extension;
 mod flex;
 pub mod gae;
 pub mod kl;
+pub mod logit_filters;
 pub mod logprobs;
 pub mod ppo;
 pub mod preference;
-pub mod sampling;
 pub mod stats;
 
 #[cfg(all(test, feature = "flex"))]
@@ -83,11 +83,11 @@ pub use error::{KernelError, Result};
 pub use extension::{RlKernels, fused_available};
 pub use gae::{GaeConfig, GaeOutput, gae, gae_default, rewards_at_eos};
 pub use kl::{KlEstimator, kl_estimate};
+pub use logit_filters::{sample_categorical, top_k_filter, top_p_filter};
 pub use logprobs::{
     token_logprobs, token_logprobs_default, token_logprobs_with_entropy,
     token_logprobs_with_entropy_default,
 };
 pub use ppo::{PolicyLoss, PpoConfig, ValueLoss, ppo_policy_loss, ppo_value_loss};
 pub use preference::{PreferenceConfig, PreferenceLoss, bradley_terry_loss};
-pub use sampling::{sample_categorical, top_k_filter, top_p_filter};
 pub use stats::{WhitenConfig, masked_mean, masked_sum, masked_var, masked_whiten};

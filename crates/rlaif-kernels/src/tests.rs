@@ -189,12 +189,12 @@ const CASES: &[(usize, usize, usize, bool)] = &[
 
 #[test]
 fn fused_path_is_taken_on_flex_f32() {
-    use std::sync::atomic::Ordering::Relaxed;
     assert!(fused_available(&dev(), DType::F32));
     assert!(fused_available(&dev().autodiff(), DType::F32));
     assert!(!fused_available(&dev(), DType::BF16));
-    // the counters only grow, so "grew across the call" proves the kernel ran
-    let calls = |i: usize| crate::flex::CALLS[i].load(Relaxed);
+    // this thread's counters only grow, and only this thread's calls move them, so "grew
+    // across the call" proves that this test's call ran the kernel
+    let calls = |i: usize| crate::flex::fused_calls()[i];
     let (f0, b0, g0) = (calls(0), calls(1), calls(2));
     let x = Tensor::<3>::ones([1, 2, 3], &dev().autodiff()).require_grad();
     // labels may live on the autodiff device too (int tensors are never tracked)
@@ -203,6 +203,80 @@ fn fused_path_is_taken_on_flex_f32() {
     let m = Tensor::<2>::ones([1, 2], &dev());
     let _ = gae(m.clone(), m.clone(), m, GaeConfig::default()).unwrap();
     assert!(calls(0) > f0 && calls(1) > b0 && calls(2) > g0);
+}
+
+/// One fused call of each kernel: token log-probs forward and backward, and GAE.
+fn fused_round(device: &Device) {
+    let x = Tensor::<3>::ones([2, 3, 5], &device.clone().autodiff()).require_grad();
+    let labels = Tensor::<2, Int>::zeros([2, 3], device);
+    let lp = token_logprobs(x.clone(), labels, 1.0).unwrap();
+    let _ = x.grad(&lp.sum().backward());
+    let m = Tensor::<2>::ones([2, 3], device);
+    let _ = gae(m.clone(), m.clone(), m, GaeConfig::default()).unwrap();
+}
+
+#[test]
+fn calls_that_do_not_take_the_fused_path_are_not_counted_while_others_do() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    let device = dev();
+    let stop = AtomicBool::new(false);
+    let rounds = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        // other threads keep running the fused kernels the whole time (as parallel tests do)
+        for _ in 0..2 {
+            s.spawn(|| {
+                while !stop.load(SeqCst) {
+                    fused_round(&device);
+                    rounds.fetch_add(1, SeqCst);
+                }
+            });
+        }
+        let before = crate::flex::fused_calls();
+        let started = rounds.load(SeqCst);
+        let ad = device.clone().autodiff();
+        for _ in 0..3 {
+            // the default bodies, called directly: forward and backward, and GAE
+            let x = Tensor::<3>::ones([2, 3, 5], &ad).require_grad();
+            let y = Tensor::<2, Int>::zeros([2, 3], &device);
+            let (lp, h) = token_logprobs_with_entropy_default(x.clone(), y.clone(), 1.0).unwrap();
+            let _ = x.grad(&(lp.sum() + h.sum()).backward());
+            let m = Tensor::<2>::ones([2, 3], &device);
+            let _ = gae_default(m.clone(), m.clone(), m, GaeConfig::default()).unwrap();
+            // the public op on bf16 logits falls back to the default body
+            let xb = Tensor::<3>::ones([2, 3, 5], (&device, DType::BF16));
+            let _ = token_logprobs(xb, y, 1.0).unwrap();
+        }
+        // make sure fused calls of other threads overlapped this window
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        let overlapped = loop {
+            if rounds.load(SeqCst) >= started + 2 {
+                break true;
+            }
+            if std::time::Instant::now() > deadline {
+                break false;
+            }
+            std::thread::yield_now();
+        };
+        let after = crate::flex::fused_calls();
+        stop.store(true, SeqCst);
+        assert!(overlapped, "the other threads made no fused call in time");
+        assert_eq!(
+            after, before,
+            "calls that ran the default bodies on this thread were counted as fused calls"
+        );
+    });
+    // and this thread's own fused calls are counted, one per kernel
+    let before = crate::flex::fused_calls();
+    fused_round(&device);
+    let after = crate::flex::fused_calls();
+    assert_eq!(
+        [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2]
+        ],
+        [1, 1, 1]
+    );
 }
 
 #[test]
@@ -985,6 +1059,33 @@ fn top_k_and_top_p_match_reference() {
     }
     assert!(top_k_filter(logits.clone(), 0).is_err());
     assert!(top_p_filter(logits, 0.0).is_err());
+}
+
+#[test]
+fn top_p_after_top_k_keeps_the_nucleus_of_the_renormalised_distribution() {
+    let device = dev();
+    // p = [0.4, 0.3, 0.2, 0.1]; top-k 2 leaves [0.4, 0.3] -> renormalised [4/7, 3/7]
+    let row: Vec<f32> = [0.4f32, 0.3, 0.2, 0.1].iter().map(|p| p.ln()).collect();
+    let logits = tensor(row.clone(), [1, 4], &device);
+    let kept = |t: Tensor<2>| -> Vec<bool> { vec_of(t).iter().map(|x| x.is_finite()).collect() };
+    // top-p 0.5 alone: token 1 has 0.4 ≤ 0.5 of mass before it, so it stays
+    assert_eq!(
+        kept(top_p_filter(logits.clone(), 0.5).unwrap()),
+        [true, true, false, false]
+    );
+    // after top-k 2, token 1 has 4/7 ≈ 0.571 > 0.5 before it: the nucleus is token 0 alone
+    let filtered = top_p_filter(top_k_filter(logits.clone(), 2).unwrap(), 0.5).unwrap();
+    let got = vec_of(filtered);
+    assert_eq!(
+        got.iter().map(|x| x.is_finite()).collect::<Vec<_>>(),
+        [true, false, false, false]
+    );
+    assert_eq!(got[0], row[0], "kept logits are unchanged");
+    // top-p 0.6 after top-k 2 keeps both (4/7 ≤ 0.6), never the tokens top-k removed
+    assert_eq!(
+        kept(top_p_filter(top_k_filter(logits, 2).unwrap(), 0.6).unwrap()),
+        [true, true, false, false]
+    );
 }
 
 #[test]

@@ -56,7 +56,8 @@ use crate::resume::{check_settings, constitution_fingerprint};
 use crate::retry::{Job, generate_with_retries};
 use crate::summary::RunSummary;
 use rlaif_constitution::{
-    Constitution, CritiqueChain, CritiquePrinciple, CritiqueRound, PrincipleSampler, initial_prompt,
+    Constitution, CritiqueChain, CritiquePrinciple, CritiqueRound, PrincipleSampler, RoundAnswers,
+    initial_prompt,
 };
 use rlaif_core::progress::{Observer, Progress, Silent};
 use rlaif_core::seed::derive_seed;
@@ -380,7 +381,7 @@ impl<G: Generator + ?Sized> Runner<'_, G> {
                 let s = &mut states[i];
                 let p = s.principles[round];
                 let critique = critiques.get(&i).cloned().unwrap_or_default();
-                s.rounds.push(p.round(critique, revision));
+                s.rounds.push(p.round(RoundAnswers { critique, revision }));
             }
         }
         Ok(())

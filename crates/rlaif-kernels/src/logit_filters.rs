@@ -1,5 +1,6 @@
-//! Sampling helpers on `[B, V]` logits: top-k and top-p (nucleus) filtering, and seeded
-//! categorical sampling.
+//! Logit filters and sampling on `[B, V]` tensors: top-k and top-p (nucleus) filtering, and
+//! seeded categorical sampling. (The host-side token sampler of generation is
+//! `rlaif-lm`'s; these run on the tensors' device.)
 //!
 //! - top-k (Fan et al. 2018): keep the `k` largest logits of each row (ties with the `k`-th
 //!   are kept), set the rest to `-inf`.
@@ -7,6 +8,11 @@
 //!   smallest set of most-probable tokens whose probability reaches `p`, i.e. drop a token when
 //!   the probability of the tokens strictly more probable than it (in sorted order) already
 //!   exceeds `p`; at least one token is always kept.
+//! - top-k then top-p: apply [`top_k_filter`] first, then [`top_p_filter`] to its output. The
+//!   nucleus is then computed over the **renormalised** top-k distribution, as in
+//!   transformers and vLLM: `top_p_filter` takes logits and normalises them itself, and the
+//!   `-inf` logits left by top-k have probability 0, so the kept tokens' probabilities are
+//!   their share of the top-k mass, not of the full distribution.
 //! - categorical: inverse-CDF sampling, `x = min{j : Σ_{i ≤ j} p_i > u · Σ_i p_i}` with one
 //!   uniform `u ∈ [0, 1)` per row drawn from a ChaCha8 generator seeded by the caller, so a
 //!   seed gives the same tokens on every backend (up to float rounding at CDF boundaries).
@@ -36,7 +42,9 @@ pub fn top_k_filter(logits: Tensor<2>, k: usize) -> Result<Tensor<2>> {
 }
 
 /// Nucleus filtering of `[B, V]` logits with mass `top_p ∈ (0, 1]` (see the
-/// [module docs](self)); dropped logits become `-inf`.
+/// [module docs](self)); dropped logits become `-inf`. The probabilities are
+/// `softmax(logits)` of the row as given, so `-inf` logits (e.g. from [`top_k_filter`]) take
+/// no mass and the nucleus is taken over the renormalised remaining tokens.
 ///
 /// # Errors
 /// [`KernelError::InvalidArgument`](crate::KernelError::InvalidArgument) if `top_p ∉ (0, 1]`.

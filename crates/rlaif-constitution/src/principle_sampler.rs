@@ -2,12 +2,13 @@
 //!
 //! Every chain (one red-team prompt's critique / revision rounds, or one comparison) draws
 //! from its own random stream: stream `chain_index` of the ChaCha8 generator seeded with
-//! `seed`, the convention of `rlaif-lm`'s sampler. A chain's draws therefore depend only on
-//! `(seed, chain_index)`, not on the batch around it or on the order chains are processed.
+//! `seed` ([`rlaif_core::seed::stream_rng`], the convention of `rlaif-lm`'s sampler). A
+//! chain's draws therefore depend only on `(seed, chain_index)`, not on the batch around it
+//! or on the order chains are processed.
 
 use crate::error::{ConstitutionError, Result};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
+use rlaif_core::seed::stream_rng;
 use serde::{Deserialize, Serialize};
 
 /// Whether a principle may be drawn twice in one chain.
@@ -37,14 +38,6 @@ pub struct PrincipleSampler {
     ids: Vec<String>,
     weights: Vec<f64>,
     seed: u64,
-}
-
-/// The random stream of chain `chain_index`: stream `chain_index` of ChaCha8 seeded with
-/// `seed`.
-pub fn chain_rng(seed: u64, chain_index: usize) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(chain_index as u64);
-    rng
 }
 
 impl PrincipleSampler {
@@ -104,7 +97,7 @@ impl PrincipleSampler {
                 available: self.ids.len(),
             });
         }
-        let mut rng = chain_rng(self.seed, chain_index);
+        let mut rng = stream_rng(self.seed, chain_index as u64);
         let mut weights = self.weights.clone();
         let mut out = Vec::with_capacity(rounds);
         for round in 0..rounds {
@@ -123,7 +116,7 @@ impl PrincipleSampler {
     /// One draw for chain `chain_index` (the first round of [`Self::draw_chain`]), e.g. the
     /// comparison principle of one feedback query.
     pub fn draw_one(&self, chain_index: usize) -> Draw {
-        let mut rng = chain_rng(self.seed, chain_index);
+        let mut rng = stream_rng(self.seed, chain_index as u64);
         Draw {
             round: 0,
             principle_id: self.ids[pick(&self.weights, &mut rng)].clone(),
@@ -132,7 +125,7 @@ impl PrincipleSampler {
 }
 
 /// Index drawn with probability `weights[i] / sum` (some weights positive).
-fn pick(weights: &[f64], rng: &mut ChaCha8Rng) -> usize {
+fn pick(weights: &[f64], rng: &mut impl Rng) -> usize {
     let total: f64 = weights.iter().sum();
     let u = rng.random::<f64>() * total;
     let mut acc = 0.0;
@@ -156,8 +149,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn chains_draw_from_stream_chain_index_of_chacha8_seeded_with_the_seed() {
+        use rand::SeedableRng;
+        let ids = ["a", "b", "c", "d"];
+        let weights = [1.0, 2.0, 3.0, 4.0];
+        let items = ids.iter().zip(weights).map(|(id, w)| (id.to_string(), w));
+        let sampler = PrincipleSampler::new(items, 99).unwrap();
+        for chain in [0usize, 1, 7, 1 << 40] {
+            // the stream the sampler has always used: ChaCha8 from the seed, stream = chain
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
+            rng.set_stream(chain as u64);
+            let want: Vec<&str> = (0..6).map(|_| ids[pick(&weights, &mut rng)]).collect();
+            let got = sampler.draw_chain(chain, 6, Replacement::With).unwrap();
+            let got: Vec<&str> = got.iter().map(|d| d.principle_id.as_str()).collect();
+            assert_eq!(got, want, "chain {chain}");
+        }
+    }
+
+    #[test]
     fn pick_skips_zero_weights() {
-        let mut rng = chain_rng(1, 0);
+        let mut rng = stream_rng(1, 0);
         for _ in 0..1000 {
             let i = pick(&[0.0, 1.0, 0.0, 2.0, 0.0], &mut rng);
             assert!(i == 1 || i == 3);
