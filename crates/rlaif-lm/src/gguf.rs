@@ -414,6 +414,11 @@ impl GgufFile {
             .ok_or_else(|| self.missing(key, "unsigned integer"))
     }
 
+    /// A metadata unsigned integer that fits in `usize`, or an error naming the key.
+    pub fn meta_usize(&self, key: &str) -> Result<usize, LmError> {
+        usize::try_from(self.meta_u64(key)?).map_err(|_| self.missing(key, "size"))
+    }
+
     /// A metadata number, or an error naming the key.
     pub fn meta_f64(&self, key: &str) -> Result<f64, LmError> {
         self.meta(key)

@@ -18,10 +18,18 @@
 //!
 //! ```
 //! use burn::prelude::*;
-//! use rlaif_lm::{LlamaConfig, model::positions_and_mask};
+//! use rlaif_lm::LlamaConfig;
 //!
 //! let device = Device::default();
-//! let cfg = LlamaConfig::new(64, 32, 64, 2, 4, 2); // vocab, hidden, ffn, layers, heads, kv heads
+//! let cfg = LlamaConfig {
+//!     vocab_size: 64,
+//!     hidden_size: 32,
+//!     intermediate_size: 64,
+//!     num_hidden_layers: 2,
+//!     num_attention_heads: 4,
+//!     num_key_value_heads: Some(2),
+//!     ..LlamaConfig::default()
+//! };
 //! let model = cfg.init(&device);
 //! let tokens = Tensor::<2, Int>::from_ints([[1, 2, 3]], &device);
 //! let logits = model.forward(tokens, &[vec![true; 3]]);
@@ -56,7 +64,7 @@ pub mod tiny;
 mod tokenizer;
 pub mod weights;
 
-pub use config::LlamaConfig;
+pub use config::{LlamaConfig, ModelType};
 pub use error::LmError;
 pub use language_model::LanguageModel;
 pub use model::{KvCache, Llama};

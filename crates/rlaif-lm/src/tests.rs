@@ -16,10 +16,16 @@ fn tiny_tokenizer() -> TextTokenizer {
 
 fn tiny_config(tied: bool) -> LlamaConfig {
     LlamaConfig {
+        vocab_size: 260,
+        hidden_size: 32,
+        intermediate_size: 48,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: Some(2),
         tie_word_embeddings: tied,
         max_position_embeddings: 128,
         rope_theta: 1000.0,
-        ..LlamaConfig::new(260, 32, 48, 2, 4, 2)
+        ..LlamaConfig::default()
     }
 }
 

@@ -73,10 +73,16 @@ pub fn byte_tokenizer() -> Result<TextTokenizer, LmError> {
 /// heads sharing 2 KV heads, 256 positions, tied embeddings.
 pub fn tiny_config() -> LlamaConfig {
     LlamaConfig {
+        vocab_size: 259,
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: Some(2),
         tie_word_embeddings: true,
         max_position_embeddings: 256,
         rope_theta: 10_000.0,
-        ..LlamaConfig::new(259, 32, 64, 2, 4, 2)
+        ..LlamaConfig::default()
     }
 }
 

@@ -316,7 +316,7 @@ pub fn weights_from_gguf(
             });
         };
         let (shape, mut data) = g.tensor_f32(&info.name)?;
-        if cfg.model_type == "llama" {
+        if cfg.model_type.gguf_permutes_qk() {
             let heads = if hf.contains("q_proj") {
                 Some(cfg.num_attention_heads)
             } else if hf.contains("k_proj") {
