@@ -30,10 +30,11 @@
 //!     num_key_value_heads: Some(2),
 //!     ..LlamaConfig::default()
 //! };
-//! let model = cfg.init(&device);
+//! let model = cfg.init(&device)?;
 //! let tokens = Tensor::<2, Int>::from_ints([[1, 2, 3]], &device);
 //! let logits = model.forward(tokens, &[vec![true; 3]]);
 //! assert_eq!(logits.dims(), [1, 3, 64]);
+//! # Ok::<(), rlaif_lm::LmError>(())
 //! ```
 //!
 //! With the default model (fetched with pip on first use):

@@ -14,8 +14,9 @@
 //! assert_eq!(lm.tokenizer.decode(&ids, false).unwrap(), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
 //! ```
 
-use crate::weights::{WeightMap, model_from_weights, weights_from_model};
-use crate::{ChatTemplate, LanguageModel, LlamaConfig, LmError, TextTokenizer};
+use crate::weights::zero_weights;
+pub use crate::weights::{HostTensor, WeightMap};
+use crate::{ChatTemplate, LanguageModel, Llama, LlamaConfig, LmError, TextTokenizer};
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -87,10 +88,11 @@ pub fn tiny_config() -> LlamaConfig {
 }
 
 /// Weights for `cfg` drawn from normal(0, 0.02) with a ChaCha8 stream seeded by `seed`
-/// (norm weights 1, biases 0), under Hugging Face names.
+/// (norm weights 1, biases 0), under Hugging Face names and shapes. Change them (plant a
+/// NaN, ...) and build the model with [`model_from_weights`].
 pub fn random_weights(cfg: &LlamaConfig, seed: u64) -> Result<WeightMap, LmError> {
-    // The names and shapes the config implies, from a throwaway model on the CPU.
-    let mut map = weights_from_model(&cfg.init(&Device::default()))?;
+    // The names and shapes the config implies, filled in name order.
+    let mut map = zero_weights(cfg)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for (name, t) in map.iter_mut() {
         if name.ends_with("norm.weight") {
@@ -109,6 +111,18 @@ fn normal(rng: &mut ChaCha8Rng) -> f32 {
     let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1]
     let u2: f64 = rng.random();
     ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+/// Builds the model of `cfg` from a weight map under Hugging Face names (as
+/// [`random_weights`] returns): every tensor the config implies must be there with its
+/// shape, and nothing else. `source` names the weights in errors.
+pub fn model_from_weights(
+    cfg: &LlamaConfig,
+    weights: WeightMap,
+    source: &Path,
+    device: &Device,
+) -> Result<Llama, LmError> {
+    crate::weights::model_from_weights(cfg, weights, source, device)
 }
 
 /// A [`LanguageModel`] with `cfg`'s shape, seeded random weights, [`byte_tokenizer`] and
