@@ -32,7 +32,7 @@ pub fn generate(
     params
         .validate()
         .map_err(|e| LmError::InvalidRequest(e.to_string()))?;
-    let device = model.embed_tokens.val().device();
+    let device = model.device();
     let vocab = model.vocab_size();
     for (index, p) in prompts.iter().enumerate() {
         if p.is_empty() {

@@ -213,7 +213,7 @@ pub fn evaluate(
     let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
     for chunk in order.chunks(batch_size.max(1)) {
         let batch = collate(chunk, pad_id, &device);
-        let nll: Vec<f32> = completion_nll(&model, &batch)
+        let nll: Vec<f32> = completion_nll(&model, &batch)?
             .try_into_vec_as::<f32>()
             .map_err(|e| rlaif_lm::LmError::Backend(format!("reading the loss back: {e:?}")))?;
         for (e, v) in chunk.iter().zip(nll) {
@@ -426,7 +426,7 @@ pub fn train(
         let mut loss = 0.0f64;
         for micro in chosen.chunks(config.batch_size) {
             let batch = collate(micro, pad_id, &train_device);
-            let l = completion_nll(&model, &batch)
+            let l = completion_nll(&model, &batch)?
                 .sum()
                 .div_scalar(n_tokens as f64);
             loss += f64::from(l.clone().into_scalar::<f32>());
