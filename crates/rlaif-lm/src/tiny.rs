@@ -3,6 +3,9 @@
 //! random weights come from a seed (not from Burn's global RNG, so a test sees the same
 //! weights on every run and in any order).
 //!
+//! Behind the `test-util` cargo feature: enable it in the `[dev-dependencies]` of a crate
+//! whose tests use it (`rlaif-lm = { ..., features = ["test-util"] }`).
+//!
 //! ```
 //! use burn::prelude::Device;
 //! use rlaif_core::Conversation;

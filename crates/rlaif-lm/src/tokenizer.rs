@@ -110,8 +110,14 @@ impl TextTokenizer {
         ))
     }
 
+    /// Builds the tokenizer described by the metadata of a GGUF file (`tokenizer.ggml.*`),
+    /// without loading its weights.
+    pub fn from_gguf_file(path: &Path) -> Result<Self, LmError> {
+        Self::from_gguf(&GgufFile::open(path)?)
+    }
+
     /// Builds the tokenizer described by GGUF metadata (`tokenizer.ggml.*`).
-    pub fn from_gguf(g: &GgufFile) -> Result<Self, LmError> {
+    pub(crate) fn from_gguf(g: &GgufFile) -> Result<Self, LmError> {
         let model = g.meta_str("tokenizer.ggml.model")?;
         if model != "gpt2" {
             return Err(LmError::Tokenizer(format!(

@@ -62,7 +62,7 @@ pub(crate) fn swap_layout(data: Vec<f32>, shape: &[usize]) -> Vec<f32> {
 
 /// Transposes a row-major `[rows, cols]` matrix (cache-blocked, parallel over row blocks
 /// of the output).
-pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const BLOCK: usize = 64;
     let mut out = vec![0f32; data.len()];
     if data.is_empty() {
@@ -172,7 +172,7 @@ impl ModuleMapper for Load<'_> {
 /// Every tensor the config implies must be present with the right shape; a tied model
 /// ignores a `lm_head.weight` in the file. Leftover tensors are an error (they usually mean
 /// the wrong config).
-pub fn model_from_weights(
+pub(crate) fn model_from_weights(
     cfg: &LlamaConfig,
     map: WeightMap,
     source: &Path,
@@ -262,18 +262,19 @@ fn export(model: &Llama, read: bool) -> Result<WeightMap, LmError> {
 }
 
 /// Reads every parameter of `model` back to the host under Hugging Face names and layout.
-pub fn weights_from_model(model: &Llama) -> Result<WeightMap, LmError> {
+pub(crate) fn weights_from_model(model: &Llama) -> Result<WeightMap, LmError> {
     export(model, true)
 }
 
 /// The Hugging Face names and shapes of the parameters of a model with config `cfg`, each
 /// filled with zeros (nothing is drawn, nothing is allocated on a device).
+#[cfg(any(test, feature = "test-util"))]
 pub(crate) fn zero_weights(cfg: &LlamaConfig) -> Result<WeightMap, LmError> {
     export(&cfg.skeleton(&Device::default())?, false)
 }
 
 /// Maps a GGUF tensor name to its Hugging Face name (`None` for tensors we do not use).
-pub fn gguf_to_hf_name(name: &str) -> Option<String> {
+fn gguf_to_hf_name(name: &str) -> Option<String> {
     let fixed = match name {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
@@ -308,7 +309,7 @@ pub fn gguf_to_hf_name(name: &str) -> Option<String> {
 /// `h·d + t·d/2 + j` of the Hugging Face tensor. Works for weights `[out, in]` and biases
 /// `[out]` (`cols = 1`); `rows` must be a multiple of `2 · n_heads` and `data` must hold
 /// `rows · cols` values.
-pub fn unpermute_rows(data: &[f32], n_heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+fn unpermute_rows(data: &[f32], n_heads: usize, rows: usize, cols: usize) -> Vec<f32> {
     let hd = rows / n_heads;
     let half = hd / 2;
     let mut out = vec![0f32; data.len()];
@@ -326,7 +327,7 @@ pub fn unpermute_rows(data: &[f32], n_heads: usize, rows: usize, cols: usize) ->
 
 /// Reads every tensor of a GGUF model into a weight map under Hugging Face names, with
 /// Llama's q/k permutation undone.
-pub fn weights_from_gguf(
+pub(crate) fn weights_from_gguf(
     g: &crate::gguf::GgufFile,
     cfg: &LlamaConfig,
 ) -> Result<WeightMap, LmError> {

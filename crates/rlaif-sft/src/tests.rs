@@ -429,7 +429,7 @@ fn a_nan_loss_stops_with_the_state_before_it_saved() {
         .unwrap()
         .data[5] = f32::NAN;
     let dev = Device::default();
-    let model = rlaif_lm::weights::model_from_weights(&cfg, w, Path::new("nan"), &dev).unwrap();
+    let model = rlaif_lm::tiny::model_from_weights(&cfg, w, Path::new("nan"), &dev).unwrap();
     let base = lm(8);
     let lm = LanguageModel::from_parts(model, cfg, base.tokenizer, base.chat_template);
     let data = SftData::build(revisions(4), vec![], 0.0, 0.0, 0);
