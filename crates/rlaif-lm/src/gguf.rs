@@ -361,8 +361,9 @@ impl GgufFile {
             let numel = t
                 .dims
                 .iter()
-                .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
-                .ok_or_else(|| c.err(format!("tensor {}: element count overflows", t.name)))?;
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| c.err(format!("tensor {}: element count overflows", t.name)))?
+                as u64;
             if let Some((per, size)) = t.ggml_type.block() {
                 if !numel.is_multiple_of(per as u64) {
                     return Err(c.err(format!(
@@ -371,7 +372,9 @@ impl GgufFile {
                         t.ggml_type.name()
                     )));
                 }
-                let nbytes = numel / per as u64 * size as u64;
+                let nbytes = (numel / per as u64)
+                    .checked_mul(size as u64)
+                    .ok_or_else(|| c.err(format!("tensor {}: byte size overflows", t.name)))?;
                 if t.offset
                     .checked_add(nbytes)
                     .is_none_or(|end| end > data_len)
@@ -393,6 +396,13 @@ impl GgufFile {
             bytes,
             data_offset: data_offset as usize,
         })
+    }
+
+    /// Where the tensor data section begins (the end of the header, metadata and tensor
+    /// infos, plus alignment padding).
+    #[cfg(test)]
+    pub(crate) fn data_offset(&self) -> usize {
+        self.data_offset
     }
 
     /// The file this was read from.
@@ -569,6 +579,15 @@ pub(crate) mod tests {
             for s in v {
                 put_str(&mut self.kv, s);
             }
+            self.n_kv += 1;
+            self
+        }
+        /// A metadata value of type `ty` whose encoding is `value` (any type, arrays
+        /// included: `value` starts with the element type and count).
+        pub(crate) fn raw(&mut self, k: &str, ty: u32, value: &[u8]) -> &mut Self {
+            put_str(&mut self.kv, k);
+            self.kv.extend(ty.to_le_bytes());
+            self.kv.extend(value);
             self.n_kv += 1;
             self
         }
@@ -772,6 +791,23 @@ pub(crate) mod tests {
         b[24..32].copy_from_slice(&(1u64 << 60).to_le_bytes());
         let e = GgufFile::parse(b, "evil.gguf").unwrap_err().to_string();
         assert!(e.contains("impossible"), "{e}");
+    }
+
+    /// Found by `fuzz::fuzz_gguf`: 2⁶² f32 elements fit in a `u64` count, but their
+    /// 2⁶⁴ bytes do not; the size computation overflowed (a panic in debug builds).
+    #[test]
+    fn tensor_byte_size_overflow_is_an_error() {
+        for (dims, ty) in [
+            (vec![1u64 << 31, 1 << 31], 0u32),
+            (vec![1 << 62], 1),
+            (vec![1 << 32, 1 << 31], 8),
+        ] {
+            let b = GgufWriter::default()
+                .tensor("huge", &dims, ty, vec![0u8; 64])
+                .finish();
+            let e = GgufFile::parse(b, "huge.gguf").unwrap_err().to_string();
+            assert!(e.contains("huge.gguf") && e.contains("tensor huge"), "{e}");
+        }
     }
 
     #[test]

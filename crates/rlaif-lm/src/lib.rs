@@ -76,4 +76,6 @@ pub use template::ChatTemplate;
 pub use tokenizer::TextTokenizer;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
