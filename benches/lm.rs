@@ -67,7 +67,9 @@ fn bench_train_step(c: &mut Criterion) {
     g.throughput(Throughput::Elements((b * t) as u64));
     g.bench_function("4x256", |bench| {
         bench.iter(|| {
-            let loss = -score::token_logprobs(&lm.model, tokens.clone(), &real).mean();
+            let loss = -score::token_logprobs(&lm.model, tokens.clone(), &real)
+                .expect("a 4 × 256 batch")
+                .mean();
             loss.backward()
         })
     });

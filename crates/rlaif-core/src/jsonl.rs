@@ -320,6 +320,11 @@ impl JsonlAppender {
                     }
                     Err(e) => return Err(e),
                 }
+            } else if !terminated {
+                // Unterminated blank bytes at the end: the next record would be glued to
+                // them, so they go.
+                cut_at = Some(start as u64);
+                break;
             }
             start += raw.len();
         }
@@ -429,6 +434,22 @@ mod tests {
         assert_eq!(e.line(), Some(2));
         assert!(e.to_string().contains("out.jsonl:2: not JSON: "), "{e}");
         assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
+    }
+
+    #[test]
+    fn unterminated_blank_bytes_at_the_end_are_cut() {
+        // Found by the fuzz test: a vertical tab after the last line was taken as a blank
+        // line, and the next record was appended to it.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.jsonl");
+        std::fs::write(&p, "{\"a\":1}\n\u{b}").unwrap();
+        let (mut w, seen) = open_keep(&p);
+        assert_eq!(seen, [1]);
+        w.append(&serde_json::json!({"a": 2})).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"a\":1}\n{\"a\":2}\n"
+        );
     }
 
     #[test]

@@ -68,7 +68,18 @@ pub enum LmError {
         /// The shape in the file.
         found: Vec<usize>,
     },
-    /// The model config is invalid or unsupported.
+    /// A field of the model config (`config.json`, GGUF metadata, or a config built in
+    /// code) has an invalid or unsupported value.
+    #[error("{}invalid model config: {field}: {msg}", located(.path))]
+    InvalidConfig {
+        /// The file the config came from (`None` for a config built in code).
+        path: Option<PathBuf>,
+        /// The field (`num_attention_heads`) or GGUF metadata key (`llama.block_count`).
+        field: String,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// The model config does not match the checkpoint or the tokenizer.
     #[error("invalid model config: {0}")]
     Config(String),
     /// The tokenizer could not be built or failed.
@@ -91,6 +102,20 @@ pub enum LmError {
         /// The model's context length.
         max: usize,
     },
+    /// A scored continuation does not fit in the model's context after its prompt.
+    #[error(
+        "choice {index} has {choice_len} tokens; after the prompt's {prompt_len} tokens that exceeds the context of {max} tokens"
+    )]
+    ChoiceTooLong {
+        /// Index of the choice.
+        index: usize,
+        /// Its length in tokens.
+        choice_len: usize,
+        /// The prompt's length in tokens.
+        prompt_len: usize,
+        /// The model's context length.
+        max: usize,
+    },
     /// A request is invalid (bad sampling parameters, empty batch element, ...).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -102,6 +127,13 @@ pub enum LmError {
     Resolve(String),
 }
 
+/// `"<path>: "` for an error located in a file, `""` otherwise.
+fn located(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default()
+}
+
 impl LmError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         LmError::Io {
@@ -109,14 +141,49 @@ impl LmError {
             source,
         }
     }
+
+    /// An [`LmError::InvalidConfig`] without a file (see [`LmError::in_file`]).
+    pub(crate) fn invalid_config(field: impl Into<String>, msg: impl Into<String>) -> Self {
+        LmError::InvalidConfig {
+            path: None,
+            field: field.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Locates an [`LmError::InvalidConfig`] without a file in `path`; other errors are
+    /// returned unchanged.
+    pub(crate) fn in_file(self, file: &Path) -> Self {
+        match self {
+            LmError::InvalidConfig {
+                path: None,
+                field,
+                msg,
+            } => LmError::InvalidConfig {
+                path: Some(file.to_path_buf()),
+                field,
+                msg,
+            },
+            other => other,
+        }
+    }
+}
+
+impl From<rlaif_core::fs::FileError> for LmError {
+    fn from(e: rlaif_core::fs::FileError) -> Self {
+        LmError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 impl From<LmError> for rlaif_core::Error {
     fn from(e: LmError) -> Self {
         match e {
-            LmError::PromptTooLong { .. } | LmError::InvalidRequest(_) => {
-                rlaif_core::Error::InvalidRequest(e.to_string())
-            }
+            LmError::PromptTooLong { .. }
+            | LmError::ChoiceTooLong { .. }
+            | LmError::InvalidRequest(_) => rlaif_core::Error::InvalidRequest(e.to_string()),
             e => rlaif_core::Error::model(e),
         }
     }

@@ -6,10 +6,11 @@
 
 use crate::LmError;
 use crate::model::{KvCache, Llama, attention_mask};
-use crate::sampling::{pick_token, prompt_rng};
+use crate::next_token::pick_token;
 use crate::tokenizer::TextTokenizer;
 use crate::weights::to_host;
 use burn::prelude::*;
+use rlaif_core::seed::stream_rng;
 use rlaif_core::{Completion, FinishReason, SamplingParams};
 
 struct Row {
@@ -19,7 +20,9 @@ struct Row {
     text: Option<String>,
 }
 
-/// Generates one completion per prompt (token ids, not padded).
+/// Generates one completion per prompt (token ids, not padded). Prompt `i` samples from
+/// the random stream `rlaif_core::seed::stream_rng(params.seed, i)`, so its completion
+/// does not depend on the other prompts of the batch.
 pub fn generate(
     model: &Llama,
     tokenizer: &TextTokenizer,
@@ -29,7 +32,7 @@ pub fn generate(
     params
         .validate()
         .map_err(|e| LmError::InvalidRequest(e.to_string()))?;
-    let device = model.embed_tokens.val().device();
+    let device = model.device();
     let vocab = model.vocab_size();
     for (index, p) in prompts.iter().enumerate() {
         if p.is_empty() {
@@ -62,7 +65,7 @@ pub fn generate(
         return finish(tokenizer, rows);
     }
     let mut rngs: Vec<_> = (0..prompts.len())
-        .map(|i| prompt_rng(params.seed, i))
+        .map(|i| stream_rng(params.seed, i as u64))
         .collect();
 
     // Prefill: left-pad to the longest prompt.

@@ -21,7 +21,7 @@ const MAX_DIMS: usize = 4;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
-pub enum MetaValue {
+pub(crate) enum MetaValue {
     /// Any unsigned integer type (u8, u16, u32, u64).
     U64(u64),
     /// Any signed integer type (i8, i16, i32, i64).
@@ -38,7 +38,7 @@ pub enum MetaValue {
 
 impl MetaValue {
     /// The value as an unsigned integer, if it is a non-negative integer.
-    pub fn as_u64(&self) -> Option<u64> {
+    pub(crate) fn as_u64(&self) -> Option<u64> {
         match *self {
             MetaValue::U64(v) => Some(v),
             MetaValue::I64(v) => u64::try_from(v).ok(),
@@ -46,7 +46,7 @@ impl MetaValue {
         }
     }
     /// The value as a float, if it is a number.
-    pub fn as_f64(&self) -> Option<f64> {
+    pub(crate) fn as_f64(&self) -> Option<f64> {
         match *self {
             MetaValue::F64(v) => Some(v),
             MetaValue::U64(v) => Some(v as f64),
@@ -55,14 +55,14 @@ impl MetaValue {
         }
     }
     /// The value as a string slice, if it is a string.
-    pub fn as_str(&self) -> Option<&str> {
+    pub(crate) fn as_str(&self) -> Option<&str> {
         match self {
             MetaValue::Str(s) => Some(s),
             _ => None,
         }
     }
     /// The value as an array, if it is one.
-    pub fn as_array(&self) -> Option<&[MetaValue]> {
+    pub(crate) fn as_array(&self) -> Option<&[MetaValue]> {
         match self {
             MetaValue::Array(a) => Some(a),
             _ => None,
@@ -72,7 +72,7 @@ impl MetaValue {
 
 /// GGML tensor types (the numbering of `ggml.h`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GgmlType {
+pub(crate) enum GgmlType {
     /// 32-bit float.
     F32,
     /// 16-bit IEEE float.
@@ -115,7 +115,7 @@ impl GgmlType {
     }
 
     /// The ggml name of the type (`"Q4_1"`, ...).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::F32 => "F32",
             Self::F16 => "F16",
@@ -151,38 +151,43 @@ fn ggml_type_name(v: u32) -> &'static str {
 
 /// Where a tensor lies in the file.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TensorInfo {
+pub(crate) struct TensorInfo {
     /// Tensor name (`blk.0.attn_q.weight`, ...).
-    pub name: String,
+    pub(crate) name: String,
     /// Dimensions in ggml order: `dims[0]` varies fastest (the reverse of PyTorch's shape).
-    pub dims: Vec<usize>,
+    pub(crate) dims: Vec<usize>,
     /// Storage type.
-    pub ggml_type: GgmlType,
+    pub(crate) ggml_type: GgmlType,
     /// Byte offset from the start of the data section.
-    pub offset: u64,
+    pub(crate) offset: u64,
 }
 
 impl TensorInfo {
     /// Number of elements.
-    pub fn numel(&self) -> usize {
-        self.dims.iter().product()
+    /// ([`GgufFile::parse`] checks that it fits.)
+    pub(crate) fn numel(&self) -> usize {
+        self.dims.iter().fold(1usize, |a, &d| a.saturating_mul(d))
     }
     /// The shape in row-major (PyTorch) order.
-    pub fn shape(&self) -> Vec<usize> {
+    pub(crate) fn shape(&self) -> Vec<usize> {
         self.dims.iter().rev().copied().collect()
     }
 }
 
 /// A parsed GGUF file, with its bytes in memory.
 #[derive(Debug)]
-pub struct GgufFile {
+pub(crate) struct GgufFile {
     path: PathBuf,
     /// Format version (2 or 3).
-    pub version: u32,
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "shown by Debug, checked by tests")
+    )]
+    pub(crate) version: u32,
     /// Metadata key → value.
-    pub metadata: BTreeMap<String, MetaValue>,
+    pub(crate) metadata: BTreeMap<String, MetaValue>,
     /// Tensor infos, in file order.
-    pub tensors: Vec<TensorInfo>,
+    pub(crate) tensors: Vec<TensorInfo>,
     bytes: Vec<u8>,
     data_offset: usize,
 }
@@ -288,14 +293,14 @@ impl<'a> Cursor<'a> {
 
 impl GgufFile {
     /// Reads and parses a GGUF file.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, LmError> {
+    pub(crate) fn open(path: impl AsRef<Path>) -> Result<Self, LmError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| LmError::io(path, e))?;
         Self::parse(bytes, path)
     }
 
     /// Parses GGUF bytes; `path` is only used in error messages.
-    pub fn parse(bytes: Vec<u8>, path: impl AsRef<Path>) -> Result<Self, LmError> {
+    pub(crate) fn parse(bytes: Vec<u8>, path: impl AsRef<Path>) -> Result<Self, LmError> {
         let path = path.as_ref();
         let mut c = Cursor {
             bytes: &bytes,
@@ -356,17 +361,20 @@ impl GgufFile {
             let numel = t
                 .dims
                 .iter()
-                .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
-                .ok_or_else(|| c.err(format!("tensor {}: element count overflows", t.name)))?;
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| c.err(format!("tensor {}: element count overflows", t.name)))?
+                as u64;
             if let Some((per, size)) = t.ggml_type.block() {
-                if numel % per as u64 != 0 {
+                if !numel.is_multiple_of(per as u64) {
                     return Err(c.err(format!(
                         "tensor {}: {numel} elements is not a multiple of the {} block ({per})",
                         t.name,
                         t.ggml_type.name()
                     )));
                 }
-                let nbytes = numel / per as u64 * size as u64;
+                let nbytes = (numel / per as u64)
+                    .checked_mul(size as u64)
+                    .ok_or_else(|| c.err(format!("tensor {}: byte size overflows", t.name)))?;
                 if t.offset
                     .checked_add(nbytes)
                     .is_none_or(|end| end > data_len)
@@ -390,32 +398,44 @@ impl GgufFile {
         })
     }
 
+    /// Where the tensor data section begins (the end of the header, metadata and tensor
+    /// infos, plus alignment padding).
+    #[cfg(test)]
+    pub(crate) fn data_offset(&self) -> usize {
+        self.data_offset
+    }
+
     /// The file this was read from.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Looks up a metadata value.
-    pub fn meta(&self, key: &str) -> Option<&MetaValue> {
+    pub(crate) fn meta(&self, key: &str) -> Option<&MetaValue> {
         self.metadata.get(key)
     }
 
     /// A metadata string, or an error naming the key.
-    pub fn meta_str(&self, key: &str) -> Result<&str, LmError> {
+    pub(crate) fn meta_str(&self, key: &str) -> Result<&str, LmError> {
         self.meta(key)
             .and_then(MetaValue::as_str)
             .ok_or_else(|| self.missing(key, "string"))
     }
 
     /// A metadata unsigned integer, or an error naming the key.
-    pub fn meta_u64(&self, key: &str) -> Result<u64, LmError> {
+    pub(crate) fn meta_u64(&self, key: &str) -> Result<u64, LmError> {
         self.meta(key)
             .and_then(MetaValue::as_u64)
             .ok_or_else(|| self.missing(key, "unsigned integer"))
     }
 
+    /// A metadata unsigned integer that fits in `usize`, or an error naming the key.
+    pub(crate) fn meta_usize(&self, key: &str) -> Result<usize, LmError> {
+        usize::try_from(self.meta_u64(key)?).map_err(|_| self.missing(key, "size"))
+    }
+
     /// A metadata number, or an error naming the key.
-    pub fn meta_f64(&self, key: &str) -> Result<f64, LmError> {
+    pub(crate) fn meta_f64(&self, key: &str) -> Result<f64, LmError> {
         self.meta(key)
             .and_then(MetaValue::as_f64)
             .ok_or_else(|| self.missing(key, "number"))
@@ -429,12 +449,12 @@ impl GgufFile {
     }
 
     /// The info of a tensor by name.
-    pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
+    pub(crate) fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.iter().find(|t| t.name == name)
     }
 
     /// Dequantises a tensor to f32; returns (row-major shape, values).
-    pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), LmError> {
+    pub(crate) fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), LmError> {
         let info = self
             .tensor_info(name)
             .ok_or_else(|| LmError::MissingWeight {
@@ -460,7 +480,7 @@ impl GgufFile {
 ///
 /// `raw.len()` must be a whole number of blocks (checked by [`GgufFile::parse`]).
 /// Unsupported types give an empty vector.
-pub fn dequantize(ty: GgmlType, raw: &[u8]) -> Vec<f32> {
+pub(crate) fn dequantize(ty: GgmlType, raw: &[u8]) -> Vec<f32> {
     let Some((per, size)) = ty.block() else {
         return Vec::new();
     };
@@ -559,6 +579,15 @@ pub(crate) mod tests {
             for s in v {
                 put_str(&mut self.kv, s);
             }
+            self.n_kv += 1;
+            self
+        }
+        /// A metadata value of type `ty` whose encoding is `value` (any type, arrays
+        /// included: `value` starts with the element type and count).
+        pub(crate) fn raw(&mut self, k: &str, ty: u32, value: &[u8]) -> &mut Self {
+            put_str(&mut self.kv, k);
+            self.kv.extend(ty.to_le_bytes());
+            self.kv.extend(value);
             self.n_kv += 1;
             self
         }
@@ -762,6 +791,23 @@ pub(crate) mod tests {
         b[24..32].copy_from_slice(&(1u64 << 60).to_le_bytes());
         let e = GgufFile::parse(b, "evil.gguf").unwrap_err().to_string();
         assert!(e.contains("impossible"), "{e}");
+    }
+
+    /// Found by `fuzz::fuzz_gguf`: 2⁶² f32 elements fit in a `u64` count, but their
+    /// 2⁶⁴ bytes do not; the size computation overflowed (a panic in debug builds).
+    #[test]
+    fn tensor_byte_size_overflow_is_an_error() {
+        for (dims, ty) in [
+            (vec![1u64 << 31, 1 << 31], 0u32),
+            (vec![1 << 62], 1),
+            (vec![1 << 32, 1 << 31], 8),
+        ] {
+            let b = GgufWriter::default()
+                .tensor("huge", &dims, ty, vec![0u8; 64])
+                .finish();
+            let e = GgufFile::parse(b, "huge.gguf").unwrap_err().to_string();
+            assert!(e.contains("huge.gguf") && e.contains("tensor huge"), "{e}");
+        }
     }
 
     #[test]

@@ -1,7 +1,6 @@
-//! Hugging Face model directories: `config.json`, `model.safetensors` (single file or
-//! sharded with `model.safetensors.index.json`, f32 / f16 / bf16), `tokenizer.json`,
-//! `tokenizer_config.json` (chat template). Written back in the same layout, loadable by
-//! transformers.
+//! Hugging Face model directories: `model.safetensors` (single file or sharded with
+//! `model.safetensors.index.json`, f32 / f16 / bf16) read and written (loadable by
+//! transformers), and optional JSON files.
 
 use crate::LmError;
 use crate::weights::{HostTensor, WeightMap};
@@ -12,14 +11,24 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Reads every tensor of one safetensors file into `map` (converted to f32).
-pub fn read_safetensors(path: &Path, map: &mut WeightMap) -> Result<(), LmError> {
+pub(crate) fn read_safetensors(path: &Path, map: &mut WeightMap) -> Result<(), LmError> {
     let bytes = std::fs::read(path).map_err(|e| LmError::io(path, e))?;
+    parse_safetensors(&bytes, path, map)
+}
+
+/// Parses the bytes of a safetensors file into `map` (converted to f32); `path` names it
+/// in errors. A tensor already in `map` (from another shard) is an error.
+pub(crate) fn parse_safetensors(
+    bytes: &[u8],
+    path: &Path,
+    map: &mut WeightMap,
+) -> Result<(), LmError> {
     let err = |msg: String| LmError::Safetensors {
         path: path.to_path_buf(),
         msg,
     };
     let st =
-        SafeTensors::deserialize(&bytes).map_err(|e| err(format!("invalid safetensors: {e}")))?;
+        SafeTensors::deserialize(bytes).map_err(|e| err(format!("invalid safetensors: {e}")))?;
     for (name, view) in st.tensors() {
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
@@ -41,20 +50,58 @@ pub fn read_safetensors(path: &Path, map: &mut WeightMap) -> Result<(), LmError>
                 )));
             }
         };
-        map.insert(
-            name,
-            HostTensor {
-                shape: view.shape().to_vec(),
-                data,
-            },
-        );
+        let shape = view.shape().to_vec();
+        if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(data.len()) {
+            return Err(err(format!(
+                "tensor {name}: shape {shape:?} does not match its {} values",
+                data.len()
+            )));
+        }
+        if map.contains_key(&name) {
+            return Err(err(format!("tensor {name} is also in another file")));
+        }
+        map.insert(name, HostTensor { shape, data });
     }
     Ok(())
 }
 
+/// The shard files named by a `model.safetensors.index.json` (its text), and the tensor
+/// names it lists. `path` names the index in errors. A shard must be a plain file name in
+/// the index's directory.
+pub(crate) fn parse_index(
+    text: &str,
+    path: &Path,
+) -> Result<(BTreeSet<String>, Vec<String>), LmError> {
+    let bad = |msg: String| LmError::Json {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let weight_map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("no \"weight_map\" object".into()))?;
+    let mut files = BTreeSet::new();
+    for (name, file) in weight_map {
+        let f = file
+            .as_str()
+            .ok_or_else(|| bad(format!("weight_map.{name} is not a file name")))?;
+        let plain = Path::new(f)
+            .file_name()
+            .is_some_and(|n| n == std::ffi::OsStr::new(f));
+        if !plain || f.contains('/') || f.contains('\\') || f == ".." {
+            return Err(bad(format!(
+                "weight_map.{name}: {f:?} is not a plain file name"
+            )));
+        }
+        files.insert(f.to_string());
+    }
+    Ok((files, weight_map.keys().cloned().collect()))
+}
+
 /// Reads the weights of a model directory: `model.safetensors`, or the shards listed in
 /// `model.safetensors.index.json`.
-pub fn read_weights(dir: &Path) -> Result<(WeightMap, PathBuf), LmError> {
+pub(crate) fn read_weights(dir: &Path) -> Result<(WeightMap, PathBuf), LmError> {
     let mut map = WeightMap::new();
     let single = dir.join("model.safetensors");
     if single.is_file() {
@@ -62,44 +109,24 @@ pub fn read_weights(dir: &Path) -> Result<(WeightMap, PathBuf), LmError> {
         return Ok((map, single));
     }
     let index = dir.join("model.safetensors.index.json");
-    let text = std::fs::read_to_string(&index).map_err(|_| {
-        LmError::io(
-            &single,
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "neither model.safetensors nor model.safetensors.index.json exists",
-            ),
-        )
-    })?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| LmError::Json {
-        path: index.clone(),
-        msg: e.to_string(),
-    })?;
-    let weight_map = json
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| LmError::Json {
-            path: index.clone(),
-            msg: "no \"weight_map\" object".into(),
-        })?;
-    let mut files = BTreeSet::new();
-    for (name, file) in weight_map {
-        let f = file.as_str().ok_or_else(|| LmError::Json {
-            path: index.clone(),
-            msg: format!("weight_map.{name} is not a file name"),
-        })?;
-        if f.contains('/') || f.contains('\\') || f.contains("..") {
-            return Err(LmError::Json {
-                path: index.clone(),
-                msg: format!("weight_map.{name}: {f:?} is not a plain file name"),
-            });
+    let text = match std::fs::read_to_string(&index) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LmError::io(
+                &single,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "neither model.safetensors nor model.safetensors.index.json exists",
+                ),
+            ));
         }
-        files.insert(f.to_string());
-    }
+        Err(e) => return Err(LmError::io(&index, e)),
+    };
+    let (files, names) = parse_index(&text, &index)?;
     for f in &files {
         read_safetensors(&dir.join(f), &mut map)?;
     }
-    if let Some(missing) = weight_map.keys().find(|k| !map.contains_key(*k)) {
+    if let Some(missing) = names.iter().find(|k| !map.contains_key(*k)) {
         return Err(LmError::MissingWeight {
             name: missing.clone(),
             source_file: index.clone(),
@@ -108,9 +135,25 @@ pub fn read_weights(dir: &Path) -> Result<(WeightMap, PathBuf), LmError> {
     Ok((map, index))
 }
 
+/// Reads an optional JSON file: `None` if it does not exist; any other read error, and
+/// malformed JSON, is an error naming the file.
+pub(crate) fn read_optional_json(path: &Path) -> Result<Option<serde_json::Value>, LmError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LmError::io(path, e)),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| LmError::Json {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })
+}
+
 /// Writes `map` as one f32 safetensors file with `format = pt` metadata (what transformers
-/// expects), atomically (temporary file + rename).
-pub fn write_safetensors(map: &WeightMap, path: &Path) -> Result<(), LmError> {
+/// expects), atomically and durably ([`rlaif_core::fs::write_atomic`]).
+pub(crate) fn write_safetensors(map: &WeightMap, path: &Path) -> Result<(), LmError> {
     let bytes: Vec<(&String, Vec<u8>, &[usize])> = map
         .iter()
         .map(|(k, t)| {
@@ -133,19 +176,11 @@ pub fn write_safetensors(map: &WeightMap, path: &Path) -> Result<(), LmError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| LmError::Safetensors {
-        path: tmp.clone(),
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| LmError::Safetensors {
+        path: path.to_path_buf(),
         msg: e.to_string(),
     })?;
-    std::fs::rename(&tmp, path).map_err(|e| LmError::io(path, e))
-}
-
-/// Writes `contents` to `path` atomically (temporary file + rename).
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), LmError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).map_err(|e| LmError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| LmError::io(path, e))
+    Ok(rlaif_core::fs::write_atomic(path, &bytes)?)
 }
 
 #[cfg(test)]

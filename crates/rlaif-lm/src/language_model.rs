@@ -2,13 +2,14 @@
 //! Hugging Face directory or a GGUF file, implementing [`Generator`] and [`ChoiceScorer`].
 
 use crate::gguf::GgufFile;
-use crate::hf::{read_weights, write_atomic, write_safetensors};
+use crate::hf::{read_optional_json, read_weights, write_safetensors};
 use crate::model::Llama;
 use crate::template::ChatTemplate;
 use crate::tokenizer::TextTokenizer;
 use crate::weights::{model_from_weights, weights_from_gguf, weights_from_model};
 use crate::{LlamaConfig, LmError, generate, resolve, score};
 use burn::prelude::*;
+use rlaif_core::fs::write_atomic;
 use rlaif_core::{ChoiceScorer, Completion, Generator, Prompt, SamplingParams};
 use std::path::Path;
 
@@ -45,11 +46,15 @@ impl LanguageModel {
     /// Loads a GGUF file: config, weights (dequantised to f32), tokenizer and chat
     /// template all come from the file.
     pub fn load_gguf(path: &Path, device: &Device) -> Result<Self, LmError> {
-        let g = GgufFile::open(path)?;
-        let config = LlamaConfig::from_gguf(&g)?;
-        let tokenizer = TextTokenizer::from_gguf(&g)?;
-        let weights = weights_from_gguf(&g, &config)?;
-        let model = model_from_weights(&config, weights, path, device)?;
+        Self::from_gguf(&GgufFile::open(path)?, device)
+    }
+
+    /// [`LanguageModel::load_gguf`] on a parsed file.
+    pub(crate) fn from_gguf(g: &GgufFile, device: &Device) -> Result<Self, LmError> {
+        let config = LlamaConfig::from_gguf(g)?;
+        let tokenizer = TextTokenizer::from_gguf(g)?;
+        let weights = weights_from_gguf(g, &config)?;
+        let model = model_from_weights(&config, weights, g.path(), device)?;
         let chat_template = match g.meta("tokenizer.chat_template").and_then(|v| v.as_str()) {
             Some(src) => Some(template_for(src, &tokenizer)?),
             None => None,
@@ -62,26 +67,23 @@ impl LanguageModel {
         })
     }
 
-    /// Loads a Hugging Face model directory.
+    /// Loads a Hugging Face model directory: `config.json`, `tokenizer.json`, the weights
+    /// (`model.safetensors` or the shards of `model.safetensors.index.json`), and the chat
+    /// template from `tokenizer_config.json` (no template if that file does not exist; an
+    /// error if it exists but cannot be read or parsed).
     pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Self, LmError> {
         let config = LlamaConfig::from_json_file(&dir.join("config.json"))?;
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
         let (weights, source) = read_weights(dir)?;
         let model = model_from_weights(&config, weights, &source, device)?;
-        let tc = dir.join("tokenizer_config.json");
-        let chat_template = match std::fs::read_to_string(&tc) {
-            Ok(text) => {
-                let json: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|e| LmError::Json {
-                        path: tc.clone(),
-                        msg: e.to_string(),
-                    })?;
-                match json.get("chat_template").and_then(|v| v.as_str()) {
-                    Some(src) => Some(template_for(src, &tokenizer)?),
-                    None => None,
-                }
-            }
-            Err(_) => None,
+        let tc = read_optional_json(&dir.join("tokenizer_config.json"))?;
+        let chat_template = match tc
+            .as_ref()
+            .and_then(|json| json.get("chat_template"))
+            .and_then(|v| v.as_str())
+        {
+            Some(src) => Some(template_for(src, &tokenizer)?),
+            None => None,
         };
         Ok(Self {
             model,
@@ -108,7 +110,7 @@ impl LanguageModel {
 
     /// The device the weights live on.
     pub fn device(&self) -> Device {
-        self.model.embed_tokens.val().device()
+        self.model.device()
     }
 
     /// The text the model continues for `prompt`: a chat rendered through the template with
@@ -158,13 +160,19 @@ impl LanguageModel {
     pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<(), LmError> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| LmError::io(dir, e))?;
-        let json = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("JSON serialises");
+        let json = |v: &serde_json::Value| {
+            // A JSON value always serialises; an error here would name the directory.
+            serde_json::to_vec_pretty(v).map_err(|e| LmError::Json {
+                path: dir.to_path_buf(),
+                msg: e.to_string(),
+            })
+        };
         let mut cfg = self.config.clone();
         cfg.bos_token_id = self.tokenizer.bos_id.or(cfg.bos_token_id);
         if let Some(eos) = self.tokenizer.eos_id {
             cfg.eos_token_id = vec![eos];
         }
-        write_atomic(&dir.join("config.json"), &json(&cfg.to_hf_json()))?;
+        write_atomic(&dir.join("config.json"), &json(&cfg.to_hf_json())?)?;
         write_safetensors(
             &weights_from_model(&self.model)?,
             &dir.join("model.safetensors"),
@@ -182,13 +190,14 @@ impl LanguageModel {
         if let Some(t) = &self.chat_template {
             tc["chat_template"] = t.source().into();
         }
-        write_atomic(&dir.join("tokenizer_config.json"), &json(&tc))?;
+        write_atomic(&dir.join("tokenizer_config.json"), &json(&tc)?)?;
         let generation = serde_json::json!({
             "bos_token_id": self.tokenizer.bos_id,
             "eos_token_id": self.tokenizer.stop_ids,
             "pad_token_id": self.tokenizer.pad_id,
         });
-        write_atomic(&dir.join("generation_config.json"), &json(&generation))
+        write_atomic(&dir.join("generation_config.json"), &json(&generation)?)?;
+        Ok(())
     }
 }
 

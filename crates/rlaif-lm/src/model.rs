@@ -2,23 +2,35 @@
 //! layout), grouped-query attention with an optional KV cache, SwiGLU MLP, tied or untied
 //! output projection, optional q/k/v/o biases (Qwen2).
 //!
+//! The module tree is spelled out once, in `LlamaConfig::skeleton`: every parameter with
+//! its shape from the config, initialised lazily. [`LlamaConfig::init`] materialises it;
+//! loading (Hugging Face safetensors, GGUF) and export walk the same tree with a Burn
+//! `ModuleMapper` / `ModuleVisitor`. The fields are named after Hugging Face's modules,
+//! so a parameter's module path is its checkpoint name (`layers.0.self_attn.q_proj.weight`
+//! is `model.layers.0.self_attn.q_proj.weight`).
+//!
 //! Every matrix is stored `[in, out]` (Burn's `Linear` layout), the embedding as
 //! `[hidden, vocab]` so that the tied output projection is a contiguous `[in, out]` matrix
 //! too: flex copies a transposed view on every matmul, which at batch 1 costs more than the
-//! product itself. Hugging Face names map one-to-one onto the fields; [`crate::weights`]
-//! transposes on load and export.
+//! product itself. The loaders transpose once on load and export.
 //!
 //! Padding: every forward takes per-row positions and a key-padding mask, so batches of
 //! left- or right-padded sequences give each real token exactly the result it would get
 //! alone.
 
-use crate::LlamaConfig;
-use burn::module::Param;
+use crate::{LlamaConfig, LmError};
+use burn::module::{ModuleVisitor, Param};
+use burn::nn::Initializer;
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
+
+/// The initial distribution of the weight matrices (GPT-2's, as Hugging Face's Llama uses).
+const INIT_WEIGHTS: Initializer = Initializer::Normal {
+    mean: 0.0,
+    std: 0.02,
+};
 
 /// A projection `y = x W + b` with `W` stored `[in, out]`.
 #[derive(Module, Debug)]
@@ -30,11 +42,11 @@ pub struct Proj {
 }
 
 impl Proj {
-    fn init(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Self {
-        let w = Tensor::random([d_in, d_out], Distribution::Normal(0.0, 0.02), device);
+    /// Normal(0, 0.02) weights, zero bias; lazy.
+    fn new(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Self {
         Self {
-            weight: Param::from_tensor(w),
-            bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+            weight: INIT_WEIGHTS.init([d_in, d_out], device),
+            bias: bias.then(|| Initializer::Zeros.init([d_out], device)),
         }
     }
 
@@ -58,9 +70,10 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    fn init(d: usize, eps: f64, device: &Device) -> Self {
+    /// Unit weights; lazy.
+    fn new(d: usize, eps: f64, device: &Device) -> Self {
         Self {
-            weight: Param::from_tensor(Tensor::ones([d], device)),
+            weight: Initializer::Ones.init([d], device),
             eps,
         }
     }
@@ -92,13 +105,15 @@ impl Rope {
             .map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64))
             .collect();
         for p in 0..max_pos {
-            for _ in 0..2 {
-                for f in &inv {
-                    let a = p as f64 * f;
-                    cos.push(a.cos() as f32);
-                    sin.push(a.sin() as f32);
-                }
+            // the row is the half-row twice (dimension i pairs with i + d/2)
+            let start = cos.len();
+            for f in &inv {
+                let a = p as f64 * f;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
             }
+            cos.extend_from_within(start..);
+            sin.extend_from_within(start..);
         }
         Self {
             cos: Tensor::from_data(TensorData::new(cos, [max_pos, head_dim]), device),
@@ -131,18 +146,19 @@ fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
 
 /// Cached keys and values of one layer, `[B, KVH, T, D]` each (before head repetition).
 #[derive(Debug, Clone)]
-pub struct LayerCache {
+struct LayerCache {
     /// Keys (already rotated).
-    pub k: Tensor<4>,
+    k: Tensor<4>,
     /// Values.
-    pub v: Tensor<4>,
+    v: Tensor<4>,
 }
 
-/// The KV cache of all layers.
+/// The KV cache of all layers: pass the same cache to successive [`Llama::hidden`] calls
+/// to continue sequences without recomputing their past.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     /// One entry per layer; `None` until the first forward.
-    pub layers: Vec<Option<LayerCache>>,
+    layers: Vec<Option<LayerCache>>,
 }
 
 impl KvCache {
@@ -169,6 +185,17 @@ impl KvCache {
     }
 }
 
+/// The per-forward inputs every block shares: RoPE at the batch's positions and the
+/// attention bias.
+struct Context {
+    /// `[B, 1, S, D]`.
+    cos: Tensor<4>,
+    /// `[B, 1, S, D]`.
+    sin: Tensor<4>,
+    /// `[B, 1, n_rep·S, T]` from [`mask_to_bias`].
+    bias: Tensor<4>,
+}
+
 /// Grouped-query self-attention (Ainslie et al. 2023).
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -189,20 +216,22 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// `x [B, S, H]`; `bias [B, 1, n_rep·S, T]` from [`mask_to_bias`], `T` = cached + S.
+    /// `x [B, S, H]`; with a cache slot, the new keys/values are appended to it.
     fn forward(
         &self,
         x: Tensor<3>,
-        cos: &Tensor<4>,
-        sin: &Tensor<4>,
-        bias: &Tensor<4>,
+        ctx: &Context,
         cache: Option<&mut Option<LayerCache>>,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let split = |t: Tensor<3>, heads: usize| t.reshape([b, s, heads, hd]).swap_dims(1, 2);
-        let q = apply_rope(split(self.q_proj.forward(x.clone()), h), cos, sin);
-        let mut k = apply_rope(split(self.k_proj.forward(x.clone()), kvh), cos, sin);
+        let q = apply_rope(split(self.q_proj.forward(x.clone()), h), &ctx.cos, &ctx.sin);
+        let mut k = apply_rope(
+            split(self.k_proj.forward(x.clone()), kvh),
+            &ctx.cos,
+            &ctx.sin,
+        );
         let mut v = split(self.v_proj.forward(x), kvh);
         if let Some(slot) = cache {
             if let Some(prev) = slot.take() {
@@ -225,7 +254,7 @@ impl Attention {
             softcap: None,
             is_causal: false, // the bias carries causality (it must, with a cache)
         };
-        let o = attention(q, k, v, None, Some(bias.clone()), opts).reshape([b, h, s, hd]);
+        let o = attention(q, k, v, None, Some(ctx.bias.clone()), opts).reshape([b, h, s, hd]);
         self.o_proj
             .forward(o.swap_dims(1, 2).reshape([b, s, h * hd]))
     }
@@ -249,7 +278,7 @@ impl Mlp {
     }
 }
 
-/// One pre-norm decoder block.
+/// One pre-norm decoder block: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
 #[derive(Module, Debug)]
 pub struct Block {
     /// Norm before attention.
@@ -260,6 +289,22 @@ pub struct Block {
     pub post_attention_layernorm: RmsNorm,
     /// MLP.
     pub mlp: Mlp,
+}
+
+impl Block {
+    /// The residual stream after this block, `[B, S, H]`.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        ctx: &Context,
+        cache: Option<&mut Option<LayerCache>>,
+    ) -> Tensor<3> {
+        let x = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), ctx, cache);
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
 }
 
 /// The decoder.
@@ -278,8 +323,9 @@ pub struct Llama {
 }
 
 /// Builds the attention mask `[B, 1, S, T]` (true = masked) for `S` new tokens after
-/// `T - S` cached ones: causal, and padded keys hidden. A query may always see itself,
-/// so rows of padding never become all-masked (which would give NaN).
+/// `T - S` cached ones, from `key_is_pad[b][t]` (`T` entries per row): causal, and padded
+/// keys hidden. A query may always see itself, so rows of padding never become all-masked
+/// (which would give NaN).
 pub fn attention_mask(key_is_pad: &[Vec<bool>], s: usize, device: &Device) -> Tensor<4, Bool> {
     let b = key_is_pad.len();
     let t = key_is_pad.first().map_or(s, Vec::len);
@@ -302,7 +348,7 @@ pub fn attention_mask(key_is_pad: &[Vec<bool>], s: usize, device: &Device) -> Te
 /// PyTorch's `scaled_dot_product_attention`, which reads them inverted (true = attend); with
 /// a bias every backend computes the same thing. `f32::MIN` rather than `-inf` keeps the
 /// online softmax of flash-style kernels free of `-inf − (-inf)`.
-pub fn mask_to_bias(mask: &Tensor<4, Bool>, n_rep: usize) -> Tensor<4> {
+fn mask_to_bias(mask: &Tensor<4, Bool>, n_rep: usize) -> Tensor<4> {
     let bias = mask.clone().float().mul_scalar(f32::MIN);
     if n_rep == 1 {
         bias
@@ -312,58 +358,60 @@ pub fn mask_to_bias(mask: &Tensor<4, Bool>, n_rep: usize) -> Tensor<4> {
 }
 
 impl LlamaConfig {
-    /// A randomly initialised model (normal(0, 0.02) weights, unit norms).
-    pub fn init(&self, device: &Device) -> Llama {
-        let emb = || {
-            Param::from_tensor(Tensor::random(
-                [self.hidden_size, self.vocab_size],
-                Distribution::Normal(0.0, 0.02),
-                device,
-            ))
-        };
-        Llama {
-            embed_tokens: emb(),
-            layers: (0..self.num_hidden_layers)
-                .map(|_| self.init_block(device))
-                .collect(),
-            norm: RmsNorm::init(self.hidden_size, self.rms_norm_eps, device),
-            lm_head: (!self.tie_word_embeddings).then(emb),
-            rope: self.init_rope(device),
+    /// A randomly initialised model: normal(0, 0.02) matrices, unit norms, zero biases.
+    /// Fails if the config is invalid ([`LlamaConfig::validate`]).
+    pub fn init(&self, device: &Device) -> Result<Llama, LmError> {
+        let model = self.skeleton(device)?;
+        // Materialise every parameter now: clones of a lazy module share its lazy state
+        // (Burn primer, pitfall 1), so a model handed out must already be initialised.
+        struct Materialise;
+        impl ModuleVisitor for Materialise {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                let _ = p.val();
+            }
         }
+        model.visit(&mut Materialise);
+        Ok(model)
     }
 
-    /// The RoPE tables of this config.
-    pub(crate) fn init_rope(&self, device: &Device) -> Rope {
-        Rope::new(
-            self.head_dim(),
-            self.max_position_embeddings,
-            self.rope_theta,
-            device,
-        )
-    }
-
-    /// One randomly initialised decoder block.
-    fn init_block(&self, device: &Device) -> Block {
-        let (h, hd) = (self.hidden_size, self.head_dim());
-        let (nh, nkv) = (self.num_attention_heads, self.kv_heads());
-        Block {
-            input_layernorm: RmsNorm::init(h, self.rms_norm_eps, device),
+    /// The model's module tree with every parameter shaped by this config and initialised
+    /// lazily (nothing is allocated until a parameter is read or replaced): the one place
+    /// the structure is spelled out, which [`LlamaConfig::init`], the loaders, the export
+    /// and the tiny test models walk.
+    pub(crate) fn skeleton(&self, device: &Device) -> Result<Llama, LmError> {
+        self.validate()?;
+        let (h, hd, v) = (self.hidden_size, self.head_dim(), self.vocab_size);
+        let (nh, nkv, ff) = (
+            self.num_attention_heads,
+            self.kv_heads(),
+            self.intermediate_size,
+        );
+        let (eps, qkv_bias) = (self.rms_norm_eps, self.qkv_bias());
+        let block = || Block {
+            input_layernorm: RmsNorm::new(h, eps, device),
             self_attn: Attention {
-                q_proj: Proj::init(h, nh * hd, self.qkv_bias(), device),
-                k_proj: Proj::init(h, nkv * hd, self.qkv_bias(), device),
-                v_proj: Proj::init(h, nkv * hd, self.qkv_bias(), device),
-                o_proj: Proj::init(nh * hd, h, self.o_bias(), device),
+                q_proj: Proj::new(h, nh * hd, qkv_bias, device),
+                k_proj: Proj::new(h, nkv * hd, qkv_bias, device),
+                v_proj: Proj::new(h, nkv * hd, qkv_bias, device),
+                o_proj: Proj::new(nh * hd, h, self.o_bias(), device),
                 n_heads: nh,
                 n_kv_heads: nkv,
                 head_dim: hd,
             },
-            post_attention_layernorm: RmsNorm::init(h, self.rms_norm_eps, device),
+            post_attention_layernorm: RmsNorm::new(h, eps, device),
             mlp: Mlp {
-                gate_proj: Proj::init(h, self.intermediate_size, false, device),
-                up_proj: Proj::init(h, self.intermediate_size, false, device),
-                down_proj: Proj::init(self.intermediate_size, h, false, device),
+                gate_proj: Proj::new(h, ff, false, device),
+                up_proj: Proj::new(h, ff, false, device),
+                down_proj: Proj::new(ff, h, false, device),
             },
-        }
+        };
+        Ok(Llama {
+            embed_tokens: INIT_WEIGHTS.init([h, v], device),
+            layers: (0..self.num_hidden_layers).map(|_| block()).collect(),
+            norm: RmsNorm::new(h, eps, device),
+            lm_head: (!self.tie_word_embeddings).then(|| INIT_WEIGHTS.init([h, v], device)),
+            rope: Rope::new(hd, self.max_position_embeddings, self.rope_theta, device),
+        })
     }
 }
 
@@ -386,7 +434,6 @@ impl Llama {
             .select(1, tokens.reshape([b * s]))
             .transpose()
             .reshape([b, s, hdim]);
-        let (cos, sin) = self.rope.at(positions);
         if let Some(c) = cache.as_deref_mut() {
             c.layers.resize(self.layers.len(), None);
         }
@@ -394,18 +441,15 @@ impl Llama {
             .layers
             .first()
             .map_or(1, |l| l.self_attn.n_heads / l.self_attn.n_kv_heads);
-        let bias = mask_to_bias(mask, n_rep);
+        let (cos, sin) = self.rope.at(positions);
+        let ctx = Context {
+            cos,
+            sin,
+            bias: mask_to_bias(mask, n_rep),
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            let a = layer.self_attn.forward(
-                layer.input_layernorm.forward(x.clone()),
-                &cos,
-                &sin,
-                &bias,
-                slot,
-            );
-            x = x + a;
-            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+            x = layer.forward(x, &ctx, slot);
         }
         self.norm.forward(x)
     }
@@ -432,6 +476,11 @@ impl Llama {
     /// Longest supported sequence.
     pub fn max_positions(&self) -> usize {
         self.rope.cos.dims()[0]
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.embed_tokens.val().device()
     }
 }
 
@@ -464,6 +513,7 @@ pub fn positions_and_mask(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::weights::to_host;
 
     #[test]
     fn bias_is_zero_or_f32_min_with_rows_repeated_per_group_head() {
@@ -495,5 +545,57 @@ mod tests {
             m.into_data().iter::<bool>().collect::<Vec<_>>(),
             vec![false; 3]
         );
+    }
+
+    #[test]
+    fn block_forward_adds_both_residuals() {
+        // With zero output projections both sub-layers add nothing: the block is the
+        // identity on its input, which only holds if it carries the residual itself.
+        let dev = Device::default();
+        let cfg = LlamaConfig {
+            vocab_size: 16,
+            hidden_size: 8,
+            intermediate_size: 16,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            num_key_value_heads: Some(1),
+            max_position_embeddings: 8,
+            ..LlamaConfig::default()
+        };
+        let mut model = cfg.init(&dev).unwrap();
+        let block = &mut model.layers[0];
+        let zero = |p: &Param<Tensor<2>>| Param::from_tensor(p.val().zeros_like());
+        block.self_attn.o_proj.weight = zero(&block.self_attn.o_proj.weight);
+        block.mlp.down_proj.weight = zero(&block.mlp.down_proj.weight);
+        let x = Tensor::<3>::random([1, 3, 8], burn::tensor::Distribution::Default, &dev);
+        let (positions, mask) = positions_and_mask(&[vec![true; 3]], &dev);
+        let (cos, sin) = model.rope.at(positions);
+        let ctx = Context {
+            cos,
+            sin,
+            bias: mask_to_bias(&mask, 2),
+        };
+        let y = model.layers[0].forward(x.clone(), &ctx, None);
+        assert_eq!(to_host(y).unwrap(), to_host(x).unwrap());
+    }
+
+    #[test]
+    fn init_rejects_an_invalid_config_and_materialises_parameters() {
+        let dev = Device::default();
+        let e = LlamaConfig::default().init(&dev).unwrap_err().to_string();
+        assert!(e.contains("vocab_size") && e.contains("positive"), "{e}");
+        let cfg = LlamaConfig {
+            vocab_size: 16,
+            hidden_size: 8,
+            intermediate_size: 16,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            ..LlamaConfig::default()
+        };
+        let model = cfg.init(&dev).unwrap();
+        assert!(model.embed_tokens.is_initialized());
+        assert!(model.layers[0].mlp.up_proj.weight.is_initialized());
+        assert_eq!(model.embed_tokens.dims(), [8, 16]);
+        assert_eq!(model.max_positions(), 2048);
     }
 }

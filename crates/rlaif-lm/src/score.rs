@@ -16,9 +16,13 @@ use burn::tensor::activation::log_softmax;
 /// `[B, T]`, differentiable. Computed by `rlaif_kernels::token_logprobs`: on flex one fused
 /// pass over the logits whose backward recomputes the softmax, so no `[B, T, V]`
 /// log-softmax is materialised or kept for the backward; the default body elsewhere.
-pub fn gather_logprobs(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
+/// Mismatched shapes are an [`LmError::InvalidRequest`].
+pub(crate) fn gather_logprobs(
+    logits: Tensor<3>,
+    targets: Tensor<2, Int>,
+) -> Result<Tensor<2>, LmError> {
     rlaif_kernels::token_logprobs(logits, targets, 1.0)
-        .expect("logits [B, T, V] and targets [B, T] agree by construction")
+        .map_err(|e| LmError::InvalidRequest(format!("scoring tokens: {e}")))
 }
 
 /// An error naming the first token id outside `0..vocab`.
@@ -57,8 +61,27 @@ pub fn pad_right(
 /// Log-probability of each token given the ones before it: tokens `[B, T]` with
 /// `real[b][t]` marking real tokens (left or right padding) → `[B, T - 1]`, entry `t`
 /// scoring token `t + 1`. Entries whose target is padding are meaningless: mask them.
-pub fn token_logprobs(model: &Llama, tokens: Tensor<2, Int>, real: &[Vec<bool>]) -> Tensor<2> {
-    let [_, t] = tokens.dims();
+///
+/// Needs `T ≥ 2` and one `real` row of `T` entries per sequence
+/// ([`LmError::InvalidRequest`] otherwise).
+pub fn token_logprobs(
+    model: &Llama,
+    tokens: Tensor<2, Int>,
+    real: &[Vec<bool>],
+) -> Result<Tensor<2>, LmError> {
+    let [b, t] = tokens.dims();
+    if t < 2 {
+        return Err(LmError::InvalidRequest(format!(
+            "token_logprobs needs sequences of at least 2 tokens; the batch has {t}"
+        )));
+    }
+    if real.len() != b || real.iter().any(|r| r.len() != t) {
+        return Err(LmError::InvalidRequest(format!(
+            "the real-token mask has {} rows of lengths {:?}, the tokens are [{b}, {t}]",
+            real.len(),
+            real.iter().map(Vec::len).collect::<Vec<_>>()
+        )));
+    }
     let logits = model.forward(tokens.clone(), real);
     gather_logprobs(logits.slice_dim(1, 0..t - 1), tokens.slice_dim(1, 1..t))
 }
@@ -70,10 +93,9 @@ pub fn sequence_logprobs(model: &Llama, seqs: &[Vec<u32>]) -> Result<Vec<Vec<f32
     if seqs.iter().all(|s| s.len() < 2) {
         return Ok(seqs.iter().map(|_| vec![]).collect());
     }
-    let device = model.embed_tokens.val().device();
-    let (tokens, real) = pad_right(seqs, 0, &device);
+    let (tokens, real) = pad_right(seqs, 0, &model.device());
     let t = tokens.dims()[1];
-    let lp = to_host(token_logprobs(model, tokens, &real))?;
+    let lp = to_host(token_logprobs(model, tokens, &real)?)?;
     Ok(seqs
         .iter()
         .enumerate()
@@ -81,7 +103,9 @@ pub fn sequence_logprobs(model: &Llama, seqs: &[Vec<u32>]) -> Result<Vec<Vec<f32
         .collect())
 }
 
-/// Total log-probability of each `choices[i]` as a continuation of `prompt`.
+/// Total log-probability of each `choices[i]` as a continuation of `prompt`. The prompt
+/// and every choice must be non-empty, and the prompt plus each choice must fit in the
+/// context ([`LmError::ChoiceTooLong`] names the first that does not).
 pub fn choice_logprobs(
     model: &Llama,
     prompt: &[u32],
@@ -94,11 +118,14 @@ pub fn choice_logprobs(
         return Err(LmError::InvalidRequest(format!("choice {i} is empty")));
     }
     let longest = choices.iter().map(Vec::len).max().unwrap_or(0);
-    if prompt.len() + longest > model.max_positions() {
-        return Err(LmError::PromptTooLong {
-            index: 0,
-            len: prompt.len(),
-            max_new_tokens: longest,
+    if let Some(index) = choices
+        .iter()
+        .position(|c| prompt.len() + c.len() > model.max_positions())
+    {
+        return Err(LmError::ChoiceTooLong {
+            index,
+            choice_len: choices[index].len(),
+            prompt_len: prompt.len(),
             max: model.max_positions(),
         });
     }
@@ -109,7 +136,7 @@ pub fn choice_logprobs(
         prompt.iter().chain(choices.iter().flatten()),
         model.vocab_size(),
     )?;
-    let device = model.embed_tokens.val().device();
+    let device = model.device();
     let (p, n) = (prompt.len(), choices.len());
     // 1. The prompt, once: its last position predicts every choice's first token.
     let mut cache = KvCache::default();
@@ -139,7 +166,7 @@ pub fn choice_logprobs(
     let hidden = model.hidden(tokens.clone(), positions, &mask, Some(&mut cache));
     let rest = if longest > 1 {
         let logits = model.logits(hidden.slice_dim(1, 0..longest - 1));
-        to_host(gather_logprobs(logits, tokens.slice_dim(1, 1..longest)))?
+        to_host(gather_logprobs(logits, tokens.slice_dim(1, 1..longest))?)?
     } else {
         vec![]
     };
@@ -154,4 +181,88 @@ pub fn choice_logprobs(
             total
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LlamaConfig;
+
+    fn model() -> Llama {
+        LlamaConfig {
+            vocab_size: 16,
+            hidden_size: 8,
+            intermediate_size: 16,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            max_position_embeddings: 8,
+            ..LlamaConfig::default()
+        }
+        .init(&Device::default())
+        .unwrap()
+    }
+
+    #[test]
+    fn token_logprobs_of_a_batch_without_time_steps_is_an_error() {
+        let m = model();
+        let dev = m.device();
+        for t in [0usize, 1] {
+            let tokens = Tensor::<2, Int>::zeros([2, t], &dev);
+            let e = token_logprobs(&m, tokens, &[vec![true; t], vec![true; t]]).unwrap_err();
+            assert!(e.to_string().contains("at least 2 tokens"), "{e}");
+        }
+        let tokens = Tensor::<2, Int>::zeros([2, 3], &dev);
+        let e = token_logprobs(&m, tokens.clone(), &[vec![true; 3]]).unwrap_err();
+        assert!(e.to_string().contains("mask"), "{e}");
+        assert_eq!(
+            token_logprobs(&m, tokens, &[vec![true; 3], vec![true; 3]])
+                .unwrap()
+                .dims(),
+            [2, 2]
+        );
+        // sequence_logprobs over empty and one-token sequences
+        assert_eq!(
+            sequence_logprobs(&m, &[vec![], vec![3]]).unwrap(),
+            vec![Vec::<f32>::new(), vec![]]
+        );
+        assert_eq!(
+            sequence_logprobs(&m, &[vec![], vec![3, 4, 5]]).unwrap()[1].len(),
+            2
+        );
+    }
+
+    #[test]
+    fn gather_logprobs_with_mismatched_shapes_is_an_error() {
+        let dev = Device::default();
+        let logits = Tensor::<3>::zeros([2, 3, 5], &dev);
+        let e = gather_logprobs(logits.clone(), Tensor::<2, Int>::zeros([2, 4], &dev));
+        assert!(matches!(e, Err(LmError::InvalidRequest(_))), "{e:?}");
+        let lp = gather_logprobs(logits, Tensor::<2, Int>::zeros([2, 3], &dev)).unwrap();
+        let want = -(5f32.ln());
+        assert!(to_host(lp).unwrap().iter().all(|x| (x - want).abs() < 1e-6));
+    }
+
+    #[test]
+    fn a_choice_too_long_is_reported_with_its_own_length() {
+        let m = model(); // context 8
+        let e = choice_logprobs(&m, &[1, 2, 3], &[vec![4], vec![5; 6]]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LmError::ChoiceTooLong {
+                    index: 1,
+                    choice_len: 6,
+                    prompt_len: 3,
+                    max: 8
+                }
+            ),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("choice 1 has 6 tokens") && msg.contains("prompt's 3 tokens"),
+            "{msg}"
+        );
+        assert!(!msg.contains("new tokens"), "{msg}");
+    }
 }

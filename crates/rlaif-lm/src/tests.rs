@@ -16,10 +16,16 @@ fn tiny_tokenizer() -> TextTokenizer {
 
 fn tiny_config(tied: bool) -> LlamaConfig {
     LlamaConfig {
+        vocab_size: 260,
+        hidden_size: 32,
+        intermediate_size: 48,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: Some(2),
         tie_word_embeddings: tied,
         max_position_embeddings: 128,
         rope_theta: 1000.0,
-        ..LlamaConfig::new(260, 32, 48, 2, 4, 2)
+        ..LlamaConfig::default()
     }
 }
 
@@ -483,7 +489,7 @@ fn gradients_flow_through_the_padded_model() {
         real.push((0..len).map(|j| j >= pad).collect::<Vec<_>>());
     }
     let tokens = Tensor::<2, Int>::from_data(TensorData::new(toks, [2, len]), &device);
-    let lp = score::token_logprobs(&model, tokens, &real);
+    let lp = score::token_logprobs(&model, tokens, &real).unwrap();
     let mask: Vec<f32> = real
         .iter()
         .flat_map(|r| r[1..].iter().map(|&x| x as u8 as f32))
@@ -512,4 +518,75 @@ fn gradients_flow_through_the_padded_model() {
         "down_proj",
         model.layers[1].mlp.down_proj.weight.grad(&grads),
     );
+}
+
+#[test]
+fn tokenizer_config_errors_other_than_not_found_are_errors() {
+    let mut lm = tiny_lm(true);
+    lm.chat_template =
+        Some(crate::ChatTemplate::new("{{ messages[0].content }}!", "", "").unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    lm.save_pretrained(dir.path()).unwrap();
+    let tc = dir.path().join("tokenizer_config.json");
+    // Not there: no template (and default special tokens).
+    std::fs::remove_file(&tc).unwrap();
+    let back = LanguageModel::load(dir.path(), &Device::default()).unwrap();
+    assert!(back.chat_template.is_none());
+    // There but unreadable (a directory), not UTF-8, or not JSON: an error naming it.
+    std::fs::create_dir(&tc).unwrap();
+    let e = LanguageModel::load(dir.path(), &Device::default()).unwrap_err();
+    assert!(
+        matches!(&e, crate::LmError::Io { path, .. } if path == &tc),
+        "{e:?}"
+    );
+    std::fs::remove_dir(&tc).unwrap();
+    for (bytes, kind) in [
+        (&b"{\"chat_template\": \"\xff\"}"[..], "io"),
+        (b"{oops", "json"),
+    ] {
+        std::fs::write(&tc, bytes).unwrap();
+        let e = LanguageModel::load(dir.path(), &Device::default()).unwrap_err();
+        let ok = match kind {
+            "io" => matches!(&e, crate::LmError::Io { path, .. } if path == &tc),
+            _ => matches!(&e, crate::LmError::Json { path, .. } if path == &tc),
+        };
+        assert!(ok, "{kind}: {e:?}");
+        assert!(e.to_string().contains("tokenizer_config.json"), "{e}");
+    }
+}
+
+/// The metadata of a GGUF model file with the tiny tokenizer and no tensors.
+fn gguf_config(arch: &str, heads: u32) -> Vec<u8> {
+    let mut w = GgufWriter::default();
+    w.str("general.architecture", arch)
+        .u32(&format!("{arch}.block_count"), 1)
+        .u32(&format!("{arch}.embedding_length"), 8)
+        .u32(&format!("{arch}.feed_forward_length"), 8)
+        .u32(&format!("{arch}.attention.head_count"), heads)
+        .u32(&format!("{arch}.vocab_size"), 260);
+    w.finish()
+}
+
+#[test]
+fn unsupported_gguf_architecture_and_bad_sizes_name_the_key() {
+    let g = GgufFile::parse(gguf_config("gemma", 2), "gemma.gguf").unwrap();
+    let e = LanguageModel::from_gguf(&g, &Device::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("gemma.gguf")
+            && msg.contains("general.architecture")
+            && msg.contains("\"gemma\""),
+        "{msg}"
+    );
+    let g = GgufFile::parse(gguf_config("llama", 0), "zero.gguf").unwrap();
+    let e = LlamaConfig::from_gguf(&g).unwrap_err();
+    assert!(
+        matches!(&e, crate::LmError::InvalidConfig { path: Some(p), field, .. }
+            if p.ends_with("zero.gguf") && field == "llama.attention.head_count"),
+        "{e:?}"
+    );
+    let g = GgufFile::parse(gguf_config("qwen2", 2), "q.gguf").unwrap();
+    let c = LlamaConfig::from_gguf(&g).unwrap();
+    assert_eq!(c.model_type, crate::ModelType::Qwen2);
+    assert!(c.qkv_bias());
 }

@@ -3,6 +3,9 @@
 //! random weights come from a seed (not from Burn's global RNG, so a test sees the same
 //! weights on every run and in any order).
 //!
+//! Behind the `test-util` cargo feature: enable it in the `[dev-dependencies]` of a crate
+//! whose tests use it (`rlaif-lm = { ..., features = ["test-util"] }`).
+//!
 //! ```
 //! use burn::prelude::Device;
 //! use rlaif_core::Conversation;
@@ -14,8 +17,9 @@
 //! assert_eq!(lm.tokenizer.decode(&ids, false).unwrap(), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
 //! ```
 
-use crate::weights::{WeightMap, model_from_weights, weights_from_model};
-use crate::{ChatTemplate, LanguageModel, LlamaConfig, LmError, TextTokenizer};
+use crate::weights::zero_weights;
+pub use crate::weights::{HostTensor, WeightMap};
+use crate::{ChatTemplate, LanguageModel, Llama, LlamaConfig, LmError, TextTokenizer};
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -73,18 +77,25 @@ pub fn byte_tokenizer() -> Result<TextTokenizer, LmError> {
 /// heads sharing 2 KV heads, 256 positions, tied embeddings.
 pub fn tiny_config() -> LlamaConfig {
     LlamaConfig {
+        vocab_size: 259,
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: Some(2),
         tie_word_embeddings: true,
         max_position_embeddings: 256,
         rope_theta: 10_000.0,
-        ..LlamaConfig::new(259, 32, 64, 2, 4, 2)
+        ..LlamaConfig::default()
     }
 }
 
 /// Weights for `cfg` drawn from normal(0, 0.02) with a ChaCha8 stream seeded by `seed`
-/// (norm weights 1, biases 0), under Hugging Face names.
+/// (norm weights 1, biases 0), under Hugging Face names and shapes. Change them (plant a
+/// NaN, ...) and build the model with [`model_from_weights`].
 pub fn random_weights(cfg: &LlamaConfig, seed: u64) -> Result<WeightMap, LmError> {
-    // The names and shapes the config implies, from a throwaway model on the CPU.
-    let mut map = weights_from_model(&cfg.init(&Device::default()))?;
+    // The names and shapes the config implies, filled in name order.
+    let mut map = zero_weights(cfg)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for (name, t) in map.iter_mut() {
         if name.ends_with("norm.weight") {
@@ -103,6 +114,18 @@ fn normal(rng: &mut ChaCha8Rng) -> f32 {
     let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1]
     let u2: f64 = rng.random();
     ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+/// Builds the model of `cfg` from a weight map under Hugging Face names (as
+/// [`random_weights`] returns): every tensor the config implies must be there with its
+/// shape, and nothing else. `source` names the weights in errors.
+pub fn model_from_weights(
+    cfg: &LlamaConfig,
+    weights: WeightMap,
+    source: &Path,
+    device: &Device,
+) -> Result<Llama, LmError> {
+    crate::weights::model_from_weights(cfg, weights, source, device)
 }
 
 /// A [`LanguageModel`] with `cfg`'s shape, seeded random weights, [`byte_tokenizer`] and

@@ -88,18 +88,13 @@ impl TextTokenizer {
     }
 
     /// Loads `tokenizer.json`; special tokens from `tokenizer_config.json` beside it when
-    /// present (`bos_token`, `eos_token`, `pad_token`).
+    /// present (`bos_token`, `eos_token`, `pad_token`). A `tokenizer_config.json` that
+    /// exists but cannot be read or parsed is an error.
     pub fn from_file(path: &Path) -> Result<Self, LmError> {
         let inner = Tokenizer::from_file(path)
             .map_err(|e| LmError::Tokenizer(format!("{}: {e}", path.display())))?;
-        let cfg = path.with_file_name("tokenizer_config.json");
-        let cfg: serde_json::Value = match std::fs::read_to_string(&cfg) {
-            Ok(s) => serde_json::from_str(&s).map_err(|e| LmError::Json {
-                path: cfg.clone(),
-                msg: e.to_string(),
-            })?,
-            Err(_) => serde_json::Value::Null,
-        };
+        let cfg = crate::hf::read_optional_json(&path.with_file_name("tokenizer_config.json"))?
+            .unwrap_or_default();
         // a token is either a string or {"content": "..."}
         let special = |k: &str| {
             let v = cfg.get(k)?;
@@ -115,8 +110,14 @@ impl TextTokenizer {
         ))
     }
 
+    /// Builds the tokenizer described by the metadata of a GGUF file (`tokenizer.ggml.*`),
+    /// without loading its weights.
+    pub fn from_gguf_file(path: &Path) -> Result<Self, LmError> {
+        Self::from_gguf(&GgufFile::open(path)?)
+    }
+
     /// Builds the tokenizer described by GGUF metadata (`tokenizer.ggml.*`).
-    pub fn from_gguf(g: &GgufFile) -> Result<Self, LmError> {
+    pub(crate) fn from_gguf(g: &GgufFile) -> Result<Self, LmError> {
         let model = g.meta_str("tokenizer.ggml.model")?;
         if model != "gpt2" {
             return Err(LmError::Tokenizer(format!(
@@ -147,7 +148,12 @@ impl TextTokenizer {
             .map(|(i, m)| {
                 m.split_once(' ')
                     .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| tok_err(format!("merge {i} ({m:?}) has no space")))
+                    .ok_or_else(|| {
+                        tok_err(format!(
+                            "{}: tokenizer.ggml.merges entry {i} ({m:?}) has no space",
+                            g.path().display()
+                        ))
+                    })
             })
             .collect::<Result<_, _>>()?;
         let vocab: Vocab = tokens
@@ -158,7 +164,7 @@ impl TextTokenizer {
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
-            .map_err(tok_err)?;
+            .map_err(|e| tok_err(format!("{}: {e}", g.path().display())))?;
         let mut inner = Tokenizer::new(bpe);
         let byte_level = ByteLevel::new(false, true, true);
         let pre = g

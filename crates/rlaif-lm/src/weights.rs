@@ -1,9 +1,14 @@
 //! Weights as plain f32 arrays under Hugging Face names, the common ground between the
 //! file formats (safetensors, GGUF) and the Burn model.
+//!
+//! The model's structure is not repeated here: loading maps over the module tree of
+//! `LlamaConfig::skeleton` ([`model_from_weights`]), export visits the model
+//! ([`weights_from_model`]), and both turn a module path into a checkpoint name with
+//! [`hf_name`] and convert the layout with [`hf_shape`] / [`swap_layout`].
 
-use crate::model::{Attention, Block, Llama, Mlp, Proj, RmsNorm};
+use crate::model::Llama;
 use crate::{LlamaConfig, LmError};
-use burn::module::Param;
+use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -27,15 +32,37 @@ pub(crate) fn to_host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, LmError>
         .map_err(|e| LmError::Backend(format!("reading a tensor back: {e:?}")))
 }
 
-struct Loader<'a> {
-    map: WeightMap,
-    source: &'a Path,
-    device: &'a Device,
+/// The Hugging Face name of the parameter at a module path of [`Llama`]
+/// (`layers.0.self_attn.q_proj.weight`, `embed_tokens`, ...). The fields are named after
+/// Hugging Face's modules, so this is the path under `model.`, except for the two bare
+/// matrices.
+pub(crate) fn hf_name(path: &str) -> String {
+    match path {
+        "embed_tokens" => "model.embed_tokens.weight".into(),
+        "lm_head" => "lm_head.weight".into(),
+        p => format!("model.{p}"),
+    }
+}
+
+/// The Hugging Face shape of a parameter stored with shape `stored`: every matrix is
+/// stored as the transpose of its checkpoint tensor (`[in, out]` for PyTorch's
+/// `[out, in]`, the embedding `[hidden, vocab]`), a vector as it is.
+pub(crate) fn hf_shape(stored: &[usize]) -> Vec<usize> {
+    stored.iter().rev().copied().collect()
+}
+
+/// Converts row-major values of shape `shape` to the other layout (a transpose for
+/// matrices, nothing for vectors); the inverse is the same call with [`hf_shape`]`(shape)`.
+pub(crate) fn swap_layout(data: Vec<f32>, shape: &[usize]) -> Vec<f32> {
+    match *shape {
+        [rows, cols] => transpose(&data, rows, cols),
+        _ => data,
+    }
 }
 
 /// Transposes a row-major `[rows, cols]` matrix (cache-blocked, parallel over row blocks
 /// of the output).
-pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const BLOCK: usize = 64;
     let mut out = vec![0f32; data.len()];
     if data.is_empty() {
@@ -57,22 +84,36 @@ pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-impl Loader<'_> {
-    /// A Hugging Face `[out, in]` matrix, stored `[in, out]`.
-    fn matrix(&mut self, name: &str, hf_shape: [usize; 2]) -> Result<Param<Tensor<2>>, LmError> {
-        let [rows, cols] = hf_shape;
-        let t = self.checked(name, &hf_shape)?;
-        let data = TensorData::new(transpose(&t.data, rows, cols), [cols, rows]);
-        Ok(Param::from_tensor(Tensor::from_data(data, self.device)))
-    }
+/// The module path of the parameter being visited, for the mapper and the visitor.
+#[derive(Default)]
+struct PathTracker(Vec<String>);
 
-    fn vector(&mut self, name: &str, len: usize) -> Result<Param<Tensor<1>>, LmError> {
-        let t = self.checked(name, &[len])?;
-        let data = TensorData::new(t.data, [len]);
-        Ok(Param::from_tensor(Tensor::from_data(data, self.device)))
+impl PathTracker {
+    fn enter(&mut self, name: &str) {
+        self.0.push(name.to_string());
     }
+    fn exit(&mut self) {
+        self.0.pop();
+    }
+    /// The Hugging Face name of the current parameter.
+    fn hf_name(&self) -> String {
+        hf_name(&self.0.join("."))
+    }
+}
 
-    fn checked(&mut self, name: &str, shape: &[usize]) -> Result<HostTensor, LmError> {
+/// Replaces every parameter of a skeleton by its tensor from the map.
+struct Load<'a> {
+    path: PathTracker,
+    map: WeightMap,
+    source: &'a Path,
+    error: Option<LmError>,
+}
+
+impl Load<'_> {
+    /// The values of `name`, checked against the parameter's shape and converted to the
+    /// stored layout.
+    fn take(&mut self, name: &str, stored: &[usize]) -> Result<TensorData, LmError> {
+        let want = hf_shape(stored);
         let t = self
             .map
             .remove(name)
@@ -80,38 +121,49 @@ impl Loader<'_> {
                 name: name.to_string(),
                 source_file: self.source.to_path_buf(),
             })?;
-        if t.shape != shape {
+        if t.shape != want {
             return Err(LmError::ShapeMismatch {
                 name: name.to_string(),
-                expected: shape.to_vec(),
+                expected: want,
                 found: t.shape,
             });
         }
-        Ok(t)
+        if t.data.len() != stored.iter().product::<usize>() {
+            return Err(LmError::Config(format!(
+                "{}: tensor {name} has {} values for its shape {:?}",
+                self.source.display(),
+                t.data.len(),
+                t.shape
+            )));
+        }
+        Ok(TensorData::new(swap_layout(t.data, &want), stored.to_vec()))
+    }
+}
+
+impl ModuleMapper for Load<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.enter(name);
     }
 
-    fn proj(
-        &mut self,
-        prefix: &str,
-        d_in: usize,
-        d_out: usize,
-        bias: bool,
-    ) -> Result<Proj, LmError> {
-        Ok(Proj {
-            weight: self.matrix(&format!("{prefix}.weight"), [d_out, d_in])?,
-            bias: if bias {
-                Some(self.vector(&format!("{prefix}.bias"), d_out)?)
-            } else {
-                None
-            },
-        })
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
     }
 
-    fn norm(&mut self, name: &str, d: usize, eps: f64) -> Result<RmsNorm, LmError> {
-        Ok(RmsNorm {
-            weight: self.vector(name, d)?,
-            eps,
-        })
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if self.error.is_some() {
+            return p;
+        }
+        let name = self.path.hf_name();
+        match self.take(&name, p.lazy_shape().as_slice()) {
+            Ok(data) => {
+                let (id, device) = (p.id, p.lazy_device());
+                p.transform_for_load(Tensor::from_data(data, &device), id)
+            }
+            Err(e) => {
+                self.error = Some(e);
+                p
+            }
+        }
     }
 }
 
@@ -120,135 +172,109 @@ impl Loader<'_> {
 /// Every tensor the config implies must be present with the right shape; a tied model
 /// ignores a `lm_head.weight` in the file. Leftover tensors are an error (they usually mean
 /// the wrong config).
-pub fn model_from_weights(
+pub(crate) fn model_from_weights(
     cfg: &LlamaConfig,
     map: WeightMap,
     source: &Path,
     device: &Device,
 ) -> Result<Llama, LmError> {
-    cfg.validate()?;
-    let mut l = Loader {
+    let skeleton = cfg.skeleton(device).map_err(|e| e.in_file(source))?;
+    let mut load = Load {
+        path: PathTracker::default(),
         map,
         source,
-        device,
+        error: None,
     };
-    let (h, hd, v) = (cfg.hidden_size, cfg.head_dim(), cfg.vocab_size);
-    let (nh, nkv, ff) = (
-        cfg.num_attention_heads,
-        cfg.kv_heads(),
-        cfg.intermediate_size,
-    );
-    let embed_tokens = l.matrix("model.embed_tokens.weight", [v, h])?;
-    let norm = l.norm("model.norm.weight", h, cfg.rms_norm_eps)?;
-    let lm_head = if cfg.tie_word_embeddings {
-        l.map.remove("lm_head.weight");
-        None
-    } else {
-        Some(l.matrix("lm_head.weight", [v, h])?)
-    };
-    let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-    let (eps, qkv_bias) = (cfg.rms_norm_eps, cfg.qkv_bias());
-    for i in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        let b = Block {
-            input_layernorm: l.norm(&format!("{p}.input_layernorm.weight"), h, eps)?,
-            self_attn: Attention {
-                q_proj: l.proj(&format!("{p}.self_attn.q_proj"), h, nh * hd, qkv_bias)?,
-                k_proj: l.proj(&format!("{p}.self_attn.k_proj"), h, nkv * hd, qkv_bias)?,
-                v_proj: l.proj(&format!("{p}.self_attn.v_proj"), h, nkv * hd, qkv_bias)?,
-                o_proj: l.proj(&format!("{p}.self_attn.o_proj"), nh * hd, h, cfg.o_bias())?,
-                n_heads: nh,
-                n_kv_heads: nkv,
-                head_dim: hd,
-            },
-            post_attention_layernorm: l.norm(
-                &format!("{p}.post_attention_layernorm.weight"),
-                h,
-                eps,
-            )?,
-            mlp: Mlp {
-                gate_proj: l.proj(&format!("{p}.mlp.gate_proj"), h, ff, false)?,
-                up_proj: l.proj(&format!("{p}.mlp.up_proj"), h, ff, false)?,
-                down_proj: l.proj(&format!("{p}.mlp.down_proj"), ff, h, false)?,
-            },
-        };
-        layers.push(b);
+    let model = skeleton.map(&mut load);
+    if let Some(e) = load.error {
+        return Err(e);
+    }
+    let mut rest = load.map;
+    if cfg.tie_word_embeddings {
+        rest.remove("lm_head.weight");
     }
     // Rotary inverse frequencies are sometimes stored; they are recomputed from θ.
-    l.map.retain(|k, _| !k.ends_with("rotary_emb.inv_freq"));
-    if let Some(extra) = l.map.keys().next() {
+    rest.retain(|k, _| !k.ends_with("rotary_emb.inv_freq"));
+    if let Some(extra) = rest.keys().next() {
         return Err(LmError::Config(format!(
             "{}: unexpected weight {extra} ({} unused tensors): does config.json match the checkpoint?",
             source.display(),
-            l.map.len()
+            rest.len()
         )));
     }
-    Ok(Llama {
-        embed_tokens,
-        layers,
-        norm,
-        lm_head,
-        rope: cfg.init_rope(device),
-    })
+    Ok(model)
+}
+
+/// Collects every parameter under its Hugging Face name and layout.
+struct Export {
+    path: PathTracker,
+    /// Read the values (`false`: zeros, without initialising lazy parameters).
+    read: bool,
+    map: WeightMap,
+    error: Option<LmError>,
+}
+
+impl ModuleVisitor for Export {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.enter(name);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if self.error.is_some() {
+            return;
+        }
+        let stored = p.lazy_shape().to_vec();
+        let data = if self.read {
+            match to_host(p.val()) {
+                Ok(v) => swap_layout(v, &stored),
+                Err(e) => {
+                    self.error = Some(e);
+                    return;
+                }
+            }
+        } else {
+            vec![0.0; stored.iter().product()]
+        };
+        let shape = hf_shape(&stored);
+        self.map
+            .insert(self.path.hf_name(), HostTensor { shape, data });
+    }
+}
+
+/// Every parameter of `model` under its Hugging Face name and shape: its values
+/// (`read`), or zeros.
+fn export(model: &Llama, read: bool) -> Result<WeightMap, LmError> {
+    let mut v = Export {
+        path: PathTracker::default(),
+        read,
+        map: WeightMap::new(),
+        error: None,
+    };
+    model.visit(&mut v);
+    match v.error {
+        Some(e) => Err(e),
+        None => Ok(v.map),
+    }
 }
 
 /// Reads every parameter of `model` back to the host under Hugging Face names and layout.
-pub fn weights_from_model(model: &Llama) -> Result<WeightMap, LmError> {
-    // Matrices are stored [in, out]: back to PyTorch's [out, in].
-    let matrix = |t: Tensor<2>| -> Result<HostTensor, LmError> {
-        let [rows, cols] = t.dims();
-        let data = transpose(&to_host(t)?, rows, cols);
-        Ok(HostTensor {
-            shape: vec![cols, rows],
-            data,
-        })
-    };
-    let vector = |t: Tensor<1>| -> Result<HostTensor, LmError> {
-        let data = to_host(t)?;
-        Ok(HostTensor {
-            shape: vec![data.len()],
-            data,
-        })
-    };
-    let mut map = WeightMap::new();
-    map.insert(
-        "model.embed_tokens.weight".into(),
-        matrix(model.embed_tokens.val())?,
-    );
-    map.insert("model.norm.weight".into(), vector(model.norm.weight.val())?);
-    if let Some(head) = &model.lm_head {
-        map.insert("lm_head.weight".into(), matrix(head.val())?);
-    }
-    for (i, b) in model.layers.iter().enumerate() {
-        let p = format!("model.layers.{i}");
-        let norms = [
-            ("input_layernorm", &b.input_layernorm),
-            ("post_attention_layernorm", &b.post_attention_layernorm),
-        ];
-        for (name, norm) in norms {
-            map.insert(format!("{p}.{name}.weight"), vector(norm.weight.val())?);
-        }
-        let projs = [
-            ("self_attn.q_proj", &b.self_attn.q_proj),
-            ("self_attn.k_proj", &b.self_attn.k_proj),
-            ("self_attn.v_proj", &b.self_attn.v_proj),
-            ("self_attn.o_proj", &b.self_attn.o_proj),
-            ("mlp.gate_proj", &b.mlp.gate_proj),
-            ("mlp.up_proj", &b.mlp.up_proj),
-            ("mlp.down_proj", &b.mlp.down_proj),
-        ];
-        for (name, proj) in projs {
-            map.insert(format!("{p}.{name}.weight"), matrix(proj.weight.val())?);
-            if let Some(bias) = &proj.bias {
-                map.insert(format!("{p}.{name}.bias"), vector(bias.val())?);
-            }
-        }
-    }
-    Ok(map)
+pub(crate) fn weights_from_model(model: &Llama) -> Result<WeightMap, LmError> {
+    export(model, true)
+}
+
+/// The Hugging Face names and shapes of the parameters of a model with config `cfg`, each
+/// filled with zeros (nothing is drawn, nothing is allocated on a device).
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) fn zero_weights(cfg: &LlamaConfig) -> Result<WeightMap, LmError> {
+    export(&cfg.skeleton(&Device::default())?, false)
 }
 
 /// Maps a GGUF tensor name to its Hugging Face name (`None` for tensors we do not use).
-pub fn gguf_to_hf_name(name: &str) -> Option<String> {
+fn gguf_to_hf_name(name: &str) -> Option<String> {
     let fixed = match name {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
@@ -281,8 +307,9 @@ pub fn gguf_to_hf_name(name: &str) -> Option<String> {
 /// (`LlamaModel.permute`: HF's `rotate_half` pairs `(i, i + d/2)` become adjacent rows
 /// `(2i, 2i+1)` for ggml's interleaved RoPE). Row `h·d + 2j + t` of the GGUF tensor is row
 /// `h·d + t·d/2 + j` of the Hugging Face tensor. Works for weights `[out, in]` and biases
-/// `[out]` (`cols = 1`).
-pub fn unpermute_rows(data: &[f32], n_heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+/// `[out]` (`cols = 1`); `rows` must be a multiple of `2 · n_heads` and `data` must hold
+/// `rows · cols` values.
+fn unpermute_rows(data: &[f32], n_heads: usize, rows: usize, cols: usize) -> Vec<f32> {
     let hd = rows / n_heads;
     let half = hd / 2;
     let mut out = vec![0f32; data.len()];
@@ -300,23 +327,24 @@ pub fn unpermute_rows(data: &[f32], n_heads: usize, rows: usize, cols: usize) ->
 
 /// Reads every tensor of a GGUF model into a weight map under Hugging Face names, with
 /// Llama's q/k permutation undone.
-pub fn weights_from_gguf(
+pub(crate) fn weights_from_gguf(
     g: &crate::gguf::GgufFile,
     cfg: &LlamaConfig,
 ) -> Result<WeightMap, LmError> {
+    let bad = |msg: String| LmError::Gguf {
+        path: PathBuf::from(g.path()),
+        msg,
+    };
     let mut map = WeightMap::new();
     for info in &g.tensors {
         let Some(hf) = gguf_to_hf_name(&info.name) else {
             if info.name.starts_with("rope_") {
                 continue; // precomputed RoPE factors are not used
             }
-            return Err(LmError::Gguf {
-                path: PathBuf::from(g.path()),
-                msg: format!("unexpected tensor {}", info.name),
-            });
+            return Err(bad(format!("unexpected tensor {}", info.name)));
         };
         let (shape, mut data) = g.tensor_f32(&info.name)?;
-        if cfg.model_type == "llama" {
+        if cfg.model_type.gguf_permutes_qk() {
             let heads = if hf.contains("q_proj") {
                 Some(cfg.num_attention_heads)
             } else if hf.contains("k_proj") {
@@ -325,11 +353,23 @@ pub fn weights_from_gguf(
                 None
             };
             if let Some(n) = heads {
-                let cols = if shape.len() == 2 { shape[1] } else { 1 };
-                data = unpermute_rows(&data, n, shape[0], cols);
+                let (rows, cols) = match *shape.as_slice() {
+                    [rows, cols] => (rows, cols),
+                    [rows] => (rows, 1),
+                    _ => return Err(bad(format!("tensor {} has shape {shape:?}", info.name))),
+                };
+                if !rows.is_multiple_of(2 * n) {
+                    return Err(bad(format!(
+                        "tensor {} has {rows} rows, not a multiple of 2 × {n} heads",
+                        info.name
+                    )));
+                }
+                data = unpermute_rows(&data, n, rows, cols);
             }
         }
-        map.insert(hf, HostTensor { shape, data });
+        if map.insert(hf, HostTensor { shape, data }).is_some() {
+            return Err(bad(format!("tensor {} appears twice", info.name)));
+        }
     }
     Ok(map)
 }
@@ -391,5 +431,66 @@ mod tests {
             Some("model.embed_tokens.weight")
         );
         assert_eq!(gguf_to_hf_name("blk.x.attn_q.weight"), None);
+    }
+
+    #[test]
+    fn the_module_tree_gives_hugging_face_names_and_shapes() {
+        let cfg = LlamaConfig {
+            vocab_size: 10,
+            hidden_size: 8,
+            intermediate_size: 12,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: Some(2),
+            attention_bias: true,
+            ..LlamaConfig::default()
+        };
+        let w = zero_weights(&cfg).unwrap();
+        let shape = |n: &str| w[n].shape.clone();
+        assert_eq!(shape("model.embed_tokens.weight"), [10, 8]);
+        assert_eq!(shape("lm_head.weight"), [10, 8]);
+        assert_eq!(shape("model.norm.weight"), [8]);
+        assert_eq!(shape("model.layers.1.self_attn.q_proj.weight"), [8, 8]);
+        assert_eq!(shape("model.layers.1.self_attn.k_proj.weight"), [4, 8]);
+        assert_eq!(shape("model.layers.1.self_attn.k_proj.bias"), [4]);
+        assert_eq!(shape("model.layers.0.self_attn.o_proj.bias"), [8]);
+        assert_eq!(shape("model.layers.0.mlp.gate_proj.weight"), [12, 8]);
+        assert_eq!(shape("model.layers.0.mlp.down_proj.weight"), [8, 12]);
+        assert_eq!(shape("model.layers.0.post_attention_layernorm.weight"), [8]);
+        // 3 + 2 × (2 norms + 4 projections with bias + 3 MLP matrices)
+        assert_eq!(w.len(), 3 + 2 * (2 + 8 + 3));
+        let tied = LlamaConfig {
+            tie_word_embeddings: true,
+            attention_bias: false,
+            ..cfg
+        };
+        let w = zero_weights(&tied).unwrap();
+        assert!(!w.contains_key("lm_head.weight"));
+        assert_eq!(w.len(), 2 + 2 * (2 + 4 + 3));
+    }
+
+    #[test]
+    fn load_then_export_is_bit_exact() {
+        let cfg = LlamaConfig {
+            vocab_size: 10,
+            hidden_size: 8,
+            intermediate_size: 12,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            model_type: crate::ModelType::Qwen2,
+            ..LlamaConfig::default()
+        };
+        let mut w = zero_weights(&cfg).unwrap();
+        let mut x = 0.1f32;
+        for t in w.values_mut() {
+            for v in &mut t.data {
+                x = (x * 3.7 + 0.13).fract() - 0.5;
+                *v = x;
+            }
+        }
+        let model =
+            model_from_weights(&cfg, w.clone(), Path::new("mem"), &Device::default()).unwrap();
+        assert_eq!(weights_from_model(&model).unwrap(), w);
+        assert_eq!(model.embed_tokens.dims(), [8, 10]);
     }
 }

@@ -5,14 +5,17 @@
 
 use burn::prelude::*;
 use rlaif_core::{Message, SamplingParams};
-use rlaif_lm::gguf::GgufFile;
-use rlaif_lm::weights::HostTensor;
 use rlaif_lm::{LanguageModel, TextTokenizer, resolve};
 use serde_json::Value;
 
 /// Logits agree to this absolute tolerance (both sides compute in f32, in different orders;
 /// SmolLM2's logits range over about ±30; measured: 1.1e-4).
 const LOGIT_TOL: f32 = 1e-3;
+
+/// Logits `[S, V]` read back to the host, row-major.
+struct HostLogits {
+    data: Vec<f32>,
+}
 
 fn fixture() -> Value {
     let path = concat!(
@@ -44,8 +47,7 @@ fn model_path() -> std::path::PathBuf {
 
 #[test]
 fn tokenizer_matches_transformers() {
-    let g = GgufFile::open(model_path()).unwrap();
-    let tok = TextTokenizer::from_gguf(&g).unwrap();
+    let tok = TextTokenizer::from_gguf_file(&model_path()).unwrap();
     let fx = fixture();
     let cases = fx["tokenizer"].as_array().unwrap();
     assert!(cases.len() >= 25);
@@ -116,8 +118,7 @@ fn smollm2_logits_greedy_and_template_match_transformers() {
         let dev = lm.device();
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(toks, [1, s]), &dev);
         let logits = lm.model.forward(tokens, &[vec![true; s]]);
-        let logits = HostTensor {
-            shape: vec![s, v],
+        let logits = HostLogits {
             data: logits.try_into_vec_as::<f32>().unwrap(),
         };
         let probe = ids(&case["probe_ids"]);

@@ -52,7 +52,8 @@ pub struct RunSummary {
     pub tokens: usize,
     /// Wall time of the run.
     pub elapsed: Duration,
-    /// Whether the run was stopped early by the `stop` flag of [`run_revision_until`].
+    /// Whether the run stopped early because its observer asked it to
+    /// ([`crate::run_revision_until`], [`crate::sample_responses`]).
     pub stopped: bool,
 }
 

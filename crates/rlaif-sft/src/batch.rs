@@ -2,8 +2,8 @@
 
 use crate::encode::EncodedExample;
 use burn::prelude::*;
-use rlaif_lm::Llama;
 use rlaif_lm::score::{pad_right, token_logprobs};
+use rlaif_lm::{Llama, LmError};
 
 /// A right-padded batch.
 #[derive(Debug, Clone)]
@@ -37,11 +37,12 @@ pub fn collate(examples: &[&EncodedExample], pad_id: u32, device: &Device) -> Ba
 }
 
 /// `−Σ log p(completion token | everything before it)` over the batch, per row `[B]`.
-/// Differentiable; divide by the token count for the mean.
-pub fn completion_nll(model: &Llama, batch: &Batch) -> Tensor<1> {
-    let lp = token_logprobs(model, batch.tokens.clone(), &batch.real);
-    (lp * batch.loss_mask.clone())
+/// Differentiable; divide by the token count for the mean. A batch of sequences shorter
+/// than 2 tokens is an error.
+pub fn completion_nll(model: &Llama, batch: &Batch) -> Result<Tensor<1>, LmError> {
+    let lp = token_logprobs(model, batch.tokens.clone(), &batch.real)?;
+    Ok((lp * batch.loss_mask.clone())
         .sum_dim(1)
         .squeeze_dim::<1>(1)
-        .neg()
+        .neg())
 }

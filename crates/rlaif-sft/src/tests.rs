@@ -407,7 +407,7 @@ fn global_norm_clipping_matches_a_host_reference() {
     let (enc, _) = encode_all(&lm(7), &revisions(3), 1024, LengthPolicy::Error).unwrap();
     let refs: Vec<_> = enc.iter().collect();
     let batch = collate(&refs, 256, &dev);
-    let loss = completion_nll(&model, &batch).sum();
+    let loss = completion_nll(&model, &batch).unwrap().sum();
     let mut grads = GradientsParams::from_grads(loss.backward(), &model);
     // Reference: every gradient read back and summed on the host in f64.
     struct Host<'a>(&'a GradientsParams, Vec<Vec<f32>>);
@@ -462,7 +462,7 @@ fn a_nan_loss_stops_with_the_state_before_it_saved() {
         .unwrap()
         .data[5] = f32::NAN;
     let dev = Device::default();
-    let model = rlaif_lm::weights::model_from_weights(&cfg, w, Path::new("nan"), &dev).unwrap();
+    let model = rlaif_lm::tiny::model_from_weights(&cfg, w, Path::new("nan"), &dev).unwrap();
     let base = lm(8);
     let lm = LanguageModel::from_parts(model, cfg, base.tokenizer, base.chat_template);
     let data = SftData::build(

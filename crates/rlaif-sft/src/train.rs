@@ -181,7 +181,7 @@ pub fn evaluate(
     let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
     for chunk in order.chunks(batch_size.max(1)) {
         let batch = collate(chunk, pad_id, &device);
-        let nll: Vec<f32> = completion_nll(&model, &batch)
+        let nll: Vec<f32> = completion_nll(&model, &batch)?
             .try_into_vec_as::<f32>()
             .map_err(|e| rlaif_lm::LmError::Backend(format!("reading the loss back: {e:?}")))?;
         for (e, v) in chunk.iter().zip(nll) {
@@ -353,7 +353,7 @@ pub fn train(
             let stats = trainer.step(micro.len(), |model, i| {
                 let batch = collate(micro[i], pad_id, &train_device);
                 Ok::<_, SftError>(
-                    completion_nll(model, &batch)
+                    completion_nll(model, &batch)?
                         .sum()
                         .div_scalar(n_tokens as f64),
                 )

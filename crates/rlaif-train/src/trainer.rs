@@ -1,21 +1,6 @@
 //! [`Trainer`]: the optimizer-step loop every stage drives, and its checkpoints.
 //!
-//! Per optimizer step ([`Trainer::step`]; each detail named, as CleanRL does):
-//!
-//! 1. The stage hands over `n` micro-batches through a closure that returns each one's
-//!    loss **already divided by the whole step's normaliser** (its token or example
-//!    count), so that summing the micro-batch gradients (Burn's `GradientsAccumulator`
-//!    sums) gives exactly the full-batch gradient, whatever the micro-batches' sizes.
-//!    (Dividing each micro-batch by its own count and then by the number of micro-batches
-//!    weights tokens unequally: the "gradient accumulation bug" fixed in Hugging Face
-//!    transformers 4.46.)
-//! 2. Global-norm clipping to `max_grad_norm` ([`crate::clip`]: PyTorch's
-//!    `clip_grad_norm_`, not Burn's per-tensor clipping).
-//! 3. A non-finite loss or gradient norm stops the run with [`TrainError::NonFinite`]
-//!    before the parameters are touched; the state before the step is checkpointed.
-//! 4. AdamW ([`OptimConfig::adamw`]) at the step's learning rate
-//!    ([`OptimConfig::lr_at`]: a function of the step, so resuming needs no scheduler
-//!    state).
+//! See [`Trainer::step`] for what an optimizer step does.
 
 use crate::checkpoint::{self, CheckpointState, STATE_FILE};
 use crate::clip::clip_grad_norm;
@@ -61,7 +46,7 @@ pub struct StepStats {
 /// optimizer, the stage's own state `S` (saved in every checkpoint), the run log of
 /// entries `E`, and the run's directory.
 ///
-/// See the [module docs](self) for what a step does, and the crate docs for an example.
+/// See [`Trainer::step`] for what a step does, and the crate docs for an example.
 pub struct Trainer<M, S, E> {
     model: M,
     optim: ModuleOptimizer,
@@ -181,9 +166,25 @@ where
         self.config.optim.lr_at(self.step, self.config.total_steps)
     }
 
-    /// One optimizer step over `micro_batches` micro-batches (see the [module docs](self)).
-    /// `loss(model, i)` computes micro-batch `i`'s scalar loss, already divided by the
-    /// whole step's normaliser.
+    /// One optimizer step over `micro_batches` micro-batches. `loss(model, i)` computes
+    /// micro-batch `i`'s scalar loss, already divided by the whole step's normaliser.
+    ///
+    /// Each detail named, as CleanRL does:
+    ///
+    /// 1. The stage hands over `n` micro-batches through a closure that returns each one's
+    ///    loss **already divided by the whole step's normaliser** (its token or example
+    ///    count), so that summing the micro-batch gradients (Burn's `GradientsAccumulator`
+    ///    sums) gives exactly the full-batch gradient, whatever the micro-batches' sizes.
+    ///    (Dividing each micro-batch by its own count and then by the number of micro-batches
+    ///    weights tokens unequally: the "gradient accumulation bug" fixed in Hugging Face
+    ///    transformers 4.46.)
+    /// 2. Global-norm clipping to `max_grad_norm` ([`crate::clip`]: PyTorch's
+    ///    `clip_grad_norm_`, not Burn's per-tensor clipping).
+    /// 3. A non-finite loss or gradient norm stops the run with [`TrainError::NonFinite`]
+    ///    before the parameters are touched; the state before the step is checkpointed.
+    /// 4. AdamW ([`OptimConfig::adamw`]) at the step's learning rate
+    ///    ([`OptimConfig::lr_at`]: a function of the step, so resuming needs no scheduler
+    ///    state).
     pub fn step<Err: From<TrainError>>(
         &mut self,
         micro_batches: usize,

@@ -1,21 +1,17 @@
 //! Picking the next token from one row of logits: greedy, or temperature + top-k + top-p
-//! (Holtzman et al. 2019) sampling with a seeded ChaCha stream per prompt.
+//! (Holtzman et al. 2019) sampling from a seeded ChaCha stream per prompt
+//! (`rlaif_core::seed::stream_rng(seed, prompt index)`).
 //!
 //! This runs on the host: one `[B, V]` row of logits per step is small next to the forward
 //! pass that produced it, and host code keeps the sampler identical on every backend.
+//!
+//! Top-k, then top-p, as transformers and vLLM apply them: the nucleus is the smallest set
+//! of the top-k tokens whose probability *renormalised over the top k* reaches `top_p`.
 
 use crate::LmError;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rlaif_core::SamplingParams;
-
-/// The random stream of prompt `index` of a batch: stream `index` of the ChaCha generator
-/// seeded with `seed`, so a prompt draws the same numbers whatever the batch around it.
-pub fn prompt_rng(seed: u64, index: usize) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(index as u64);
-    rng
-}
 
 fn log_sum_exp(z: impl Iterator<Item = f32> + Clone) -> f32 {
     let m = z.clone().fold(f32::NEG_INFINITY, f32::max);
@@ -28,7 +24,7 @@ fn log_sum_exp(z: impl Iterator<Item = f32> + Clone) -> f32 {
 /// Picks a token from `logits` (one row, length V). Returns the token and its
 /// log-probability under `softmax(logits / T)` (T = 1 when greedy), before any top-k /
 /// top-p filtering.
-pub fn pick_token(
+pub(crate) fn pick_token(
     logits: &[f32],
     params: &SamplingParams,
     rng: &mut ChaCha8Rng,
@@ -53,19 +49,21 @@ pub fn pick_token(
     let mut cand: Vec<u32> = (0..logits.len() as u32).collect();
     let desc = |a: &u32, b: &u32| z(*b as usize).total_cmp(&z(*a as usize));
     if let Some(k) = params.top_k
-        && k < cand.len()
+        && (1..cand.len()).contains(&k)
     {
         cand.select_nth_unstable_by(k - 1, desc);
         cand.truncate(k);
     }
     if params.top_p < 1.0 {
         cand.sort_unstable_by(desc);
-        // Keep the smallest prefix whose probability mass reaches top_p (at least one).
+        // Keep the smallest prefix whose probability mass reaches top_p (at least one),
+        // with the probabilities renormalised over the candidates top-k left.
+        let kept_lse = log_sum_exp(cand.iter().map(|&i| z(i as usize)));
         let mut mass = 0.0f32;
         let mut keep = 0;
         for &i in &cand {
             keep += 1;
-            mass += (z(i as usize) - lse).exp();
+            mass += (z(i as usize) - kept_lse).exp();
             if mass >= params.top_p {
                 break;
             }
@@ -82,7 +80,10 @@ pub fn pick_token(
         .collect();
     let total: f64 = w.iter().sum();
     let mut u = rng.random::<f64>() * total;
-    let mut chosen = *cand.last().expect("at least one candidate");
+    let Some(&last) = cand.last() else {
+        return Err(LmError::InvalidRequest("the logit row is empty".into()));
+    };
+    let mut chosen = last;
     for (&i, &wi) in cand.iter().zip(&w) {
         if u < wi {
             chosen = i;
@@ -96,6 +97,11 @@ pub fn pick_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rlaif_core::seed::stream_rng;
+
+    fn prompt_rng(seed: u64, index: usize) -> ChaCha8Rng {
+        stream_rng(seed, index as u64)
+    }
 
     fn params(t: f32, k: Option<usize>, p: f32) -> SamplingParams {
         SamplingParams {
@@ -174,5 +180,25 @@ mod tests {
             &mut prompt_rng(0, 0),
         );
         assert!(e.unwrap_err().to_string().contains("NaN"));
+    }
+
+    #[test]
+    fn top_p_after_top_k_uses_the_renormalised_top_k() {
+        // p = [0.5, 0.3, 0.1, 0.1]. Top-k 2 leaves {0, 1} with renormalised p = [0.625,
+        // 0.375]: the 0.6 nucleus is {0} alone. Without renormalising, 0.5 < 0.6 would
+        // keep token 1 as well.
+        let l: Vec<f32> = [0.5f32, 0.3, 0.1, 0.1].iter().map(|x| x.ln()).collect();
+        let p = params(1.0, Some(2), 0.6);
+        let mut rng = prompt_rng(11, 0);
+        for _ in 0..2000 {
+            assert_eq!(pick_token(&l, &p, &mut rng).unwrap().0, 0);
+        }
+        // With top-p 0.7 the renormalised nucleus needs both: 0.625 < 0.7.
+        let p = params(1.0, Some(2), 0.7);
+        let ones = (0..4000)
+            .filter(|_| pick_token(&l, &p, &mut rng).unwrap().0 == 1)
+            .count() as f64
+            / 4000.0;
+        assert!((ones - 0.375).abs() < 0.03, "{ones}");
     }
 }
