@@ -15,6 +15,10 @@
 //! - [`revision`] (`rlaif-revision`): the critique → revision loop (batched, seeded,
 //!   resumable JSON Lines traces with SFT and preference views, degenerate-output handling)
 //!   and helpful samples.
+//! - [`feedback`] (`rlaif-feedback`): AI feedback (stage 2a): two responses per prompt from
+//!   the SL model, and soft labels from multiple-choice comparisons against the
+//!   constitution (both orders, principle ensembles, calibration, chain of thought),
+//!   resumable JSON Lines in TRL's preference format.
 //! - [`train`] (`rlaif-train`): what every training stage shares (AdamW, schedules,
 //!   clipping, exact accumulation, the non-finite guard, atomic checkpoints, resume, the
 //!   run log).
@@ -34,6 +38,7 @@
 
 pub use rlaif_constitution as constitution;
 pub use rlaif_core as core;
+pub use rlaif_feedback as feedback;
 pub use rlaif_kernels as kernels;
 pub use rlaif_lm as lm;
 pub use rlaif_revision as revision;
