@@ -7,6 +7,8 @@
 //! rlaif sample --prompts data/prompts/helpful.jsonl --out run/helpful.jsonl --limit 12
 //! rlaif sft --revisions run/revisions.jsonl --helpful run/helpful.jsonl --out run/sft
 //! rlaif chat --model run/sft/model "How do I pick a lock?"
+//! rlaif pairs --model run/sft/model --out run/pairs.jsonl --limit 12
+//! rlaif label --pairs run/pairs.jsonl --out run/comparisons.jsonl
 //! ```
 //!
 //! Every subcommand takes `--model` (a Hugging Face directory or a `.gguf`; default
@@ -40,6 +42,10 @@ enum Command {
     Sample(commands::sample::Args),
     /// Supervised fine-tuning on revisions mixed with helpful samples → an SL model directory.
     Sft(commands::sft::Args),
+    /// Two responses per prompt from the SL model (stage 2a) → pairs.jsonl.
+    Pairs(commands::pairs::Args),
+    /// AI-feedback soft labels on response pairs → comparisons.jsonl.
+    Label(commands::label::Args),
     /// Write a model (GGUF or Hugging Face directory) as a Hugging Face directory.
     Convert(commands::convert::Args),
 }
@@ -60,6 +66,8 @@ fn main() -> ExitCode {
         Command::Revise(a) => commands::revise::run(a),
         Command::Sample(a) => commands::sample::run(a),
         Command::Sft(a) => commands::sft::run(a),
+        Command::Pairs(a) => commands::pairs::run(a),
+        Command::Label(a) => commands::label::run(a),
         Command::Convert(a) => commands::convert::run(a),
     };
     match result {

@@ -13,8 +13,9 @@ use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
 /// The subcommands whose tables a settings file may hold.
-pub const SECTIONS: [&str; 7] = [
-    "chat", "revise", "sample", "sft", "convert", "pipeline", "eval",
+pub const SECTIONS: [&str; 11] = [
+    "chat", "revise", "sample", "sft", "pairs", "label", "train_pm", "score", "convert",
+    "pipeline", "eval",
 ];
 
 /// The merged keys of a subcommand: the file's, then the flags'.

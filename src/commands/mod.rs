@@ -2,6 +2,8 @@
 
 pub mod chat;
 pub mod convert;
+pub mod label;
+pub mod pairs;
 pub mod revise;
 pub mod sample;
 pub mod sft;
