@@ -25,6 +25,10 @@
 //! - [`sft`] (`rlaif-sft`): the supervised stage: fine-tuning on revisions mixed with
 //!   helpful samples (completion-only loss, AdamW, schedule, clipping, accumulation,
 //!   held-out loss, resumable checkpoints, Hugging Face directory out).
+//! - [`pm`] (`rlaif-pm`): the preference model: the language model with a scalar head,
+//!   trained on AI-labelled comparisons (Bradley–Terry loss against soft labels), with
+//!   held-out accuracy and calibration, reward statistics for PPO, and a Hugging Face
+//!   `LlamaForSequenceClassification` directory out.
 //!
 //! ```no_run
 //! use rlaif::core::{Conversation, SamplingParams};
@@ -41,6 +45,7 @@ pub use rlaif_core as core;
 pub use rlaif_feedback as feedback;
 pub use rlaif_kernels as kernels;
 pub use rlaif_lm as lm;
+pub use rlaif_pm as pm;
 pub use rlaif_revision as revision;
 pub use rlaif_sft as sft;
 pub use rlaif_train as train;
