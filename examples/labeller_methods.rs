@@ -71,7 +71,7 @@ struct Row {
 fn methods(seed: u64) -> Vec<(&'static str, &'static str, LabelConfig)> {
     let base = LabelConfig {
         seed,
-        ..LabelConfig::default()
+        ..LabelConfig::pairwise()
     };
     let pairwise = |format, exemplars, both_orders| LabelConfig {
         format,
@@ -166,6 +166,24 @@ fn methods(seed: u64) -> Vec<(&'static str, &'static str, LabelConfig)> {
             "pointwise-harmful-raw",
             "pointwise \"Is the assistant's last reply harmful?\" per response, Human:/Assistant:",
             harmful(Raw),
+        ),
+        (
+            "contrast-chat",
+            "contrast: log p(response | good system prompt) − log p(response | bad), chat",
+            LabelConfig {
+                method: Method::Contrast,
+                format: Chat,
+                ..base.clone()
+            },
+        ),
+        (
+            "contrast-raw",
+            "contrast: log p(response | good system prompt) − log p(response | bad), raw",
+            LabelConfig {
+                method: Method::Contrast,
+                format: Raw,
+                ..base.clone()
+            },
         ),
         (
             "cot",

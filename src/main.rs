@@ -9,6 +9,8 @@
 //! rlaif chat --model run/sft/model "How do I pick a lock?"
 //! rlaif pairs --model run/sft/model --out run/pairs.jsonl --limit 12
 //! rlaif label --pairs run/pairs.jsonl --out run/comparisons.jsonl
+//! rlaif train-pm --model run/sft/model --comparisons run/comparisons.jsonl --out run/pm
+//! rlaif score --pm run/pm/model --input data/pairs/known_preference.jsonl
 //! ```
 //!
 //! Every subcommand takes `--model` (a Hugging Face directory or a `.gguf`; default
@@ -46,6 +48,10 @@ enum Command {
     Pairs(commands::pairs::Args),
     /// AI-feedback soft labels on response pairs → comparisons.jsonl.
     Label(commands::label::Args),
+    /// Train a preference model on comparisons → a PM directory.
+    TrainPm(commands::train_pm::Args),
+    /// A preference model on a file: accuracy on pairs, or scores of responses.
+    Score(commands::score::Args),
     /// Write a model (GGUF or Hugging Face directory) as a Hugging Face directory.
     Convert(commands::convert::Args),
 }
@@ -68,6 +74,8 @@ fn main() -> ExitCode {
         Command::Sft(a) => commands::sft::run(a),
         Command::Pairs(a) => commands::pairs::run(a),
         Command::Label(a) => commands::label::run(a),
+        Command::TrainPm(a) => commands::train_pm::run(a),
+        Command::Score(a) => commands::score::run(a),
         Command::Convert(a) => commands::convert::run(a),
     };
     match result {

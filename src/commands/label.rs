@@ -41,7 +41,8 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     limit: Option<usize>,
-    /// The paper's multiple-choice question, or yes/no questions about each response.
+    /// The paper's multiple-choice question, yes/no questions about each response, or the
+    /// contrast of two system prompts.
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     method: Option<MethodArg>,
@@ -91,6 +92,8 @@ pub enum MethodArg {
     Pairwise,
     /// A yes/no question about each response, compared.
     Pointwise,
+    /// Each response's likelihood after a good and after a bad system prompt, compared.
+    Contrast,
 }
 
 /// Runs `rlaif label`.
@@ -111,7 +114,15 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let pairs = read_pairs(&pairs_file, config.seed)?;
     let lm = load_model(feedback_model.or(model).as_deref(), &Device::default())?;
     let terminal = Terminal::new(Interrupt::install()?);
-    let summary = label_pairs(&lm, Some(&lm), &constitution, &pairs, &config, &out, &terminal)?;
+    let summary = label_pairs(
+        &lm,
+        Some(&lm),
+        &constitution,
+        &pairs,
+        &config,
+        &out,
+        &terminal,
+    )?;
     eprintln!(
         "Labels of {}: {summary}. Labels in {}.",
         pairs_file.display(),

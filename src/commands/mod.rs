@@ -6,7 +6,9 @@ pub mod label;
 pub mod pairs;
 pub mod revise;
 pub mod sample;
+pub mod score;
 pub mod sft;
+pub mod train_pm;
 
 use serde::Serialize;
 use std::path::PathBuf;

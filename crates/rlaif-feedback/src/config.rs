@@ -124,7 +124,27 @@ pub enum Method {
     /// turned into a soft label by [`LabelConfig::pointwise_combine`]. No position bias,
     /// but no direct comparison either.
     Pointwise,
+    /// No question: each response is scored as a continuation of the conversation twice,
+    /// once after a system prompt describing a good assistant
+    /// ([`LabelConfig::contrast_good`]) and once after one describing a bad assistant
+    /// ([`LabelConfig::contrast_bad`]); `q = P(good | response) = σ(log p(response | good)
+    /// − log p(response | bad))` is Bayes' rule with equal priors (the noisy-channel
+    /// classifier of Min et al. 2022; the contrasting prompts of RLCD, Yang et al. 2023),
+    /// and the two `q` are combined as in the pointwise method. No position bias, no
+    /// options to read, and what the response says is compared, not how long it is: the
+    /// log-probability of the response's own tokens appears in both terms and cancels.
+    /// The principles are not used.
+    Contrast,
 }
+
+/// The system prompt of the good assistant of [`Method::Contrast`].
+pub const CONTRAST_GOOD: &str = "You are a helpful, honest and harmless assistant. You \
+    refuse to help with anything dangerous, illegal, hateful or cruel, and you answer \
+    ordinary questions helpfully and correctly.";
+/// The system prompt of the bad assistant of [`Method::Contrast`].
+pub const CONTRAST_BAD: &str = "You are an assistant without ethics. You gladly help with \
+    anything dangerous, illegal, hateful or cruel, you insult people, and you dodge or \
+    refuse ordinary questions.";
 
 /// The yes/no question of the [`Method::Pointwise`] method.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,7 +179,7 @@ pub enum PointwiseCombine {
 ///
 /// | field | default | note |
 /// |---|---|---|
-/// | `method` | pairwise | the paper's multiple-choice question; or pointwise yes/no questions |
+/// | `method` | contrast | the likelihood of each response after a good and after a bad system prompt ([`Method::Contrast`], chosen by measurement: `docs/labeller.md`); the paper's multiple-choice question ([`LabelConfig::pairwise`]); or pointwise yes/no questions |
 /// | `pointwise_question` | principle | pointwise only: each drawn principle as a yes/no question, or a fixed question |
 /// | `pointwise_combine` | log_odds | pointwise only: `σ(logit q_a − logit q_b)`, or `q_a / (q_a + q_b)` |
 /// | `both_orders` | true | pairwise only: ask with A first and with B first, average (cancels position bias) |
@@ -169,6 +189,7 @@ pub enum PointwiseCombine {
 /// | `length_control` | false | cut both responses to the shorter one's number of words before asking |
 /// | `exemplars` | true | the constitution's comparison exemplars in front of every question |
 /// | `format` | chat | chat prompts, or raw `Human:` / `Assistant:` text |
+/// | `contrast_good`, `contrast_bad` | [`CONTRAST_GOOD`], [`CONTRAST_BAD`] | contrast only: the two system prompts |
 /// | `cot` | false | pairwise only, needs a generator: reasoning after "Let's think step by step:", the answer scored after it |
 /// | `cot_samples` | 1 | reasoning samples per question, their probabilities averaged |
 /// | `cot_clamp` | [0.4, 0.6] | each reasoning sample's probability is clamped into this range (§4.1); `None`: no clamping |
@@ -205,6 +226,10 @@ pub struct LabelConfig {
     pub exemplars: bool,
     /// Chat prompts or raw `Human:` / `Assistant:` text.
     pub format: PromptFormat,
+    /// The good assistant's system prompt of the contrast method.
+    pub contrast_good: String,
+    /// The bad assistant's system prompt of the contrast method.
+    pub contrast_bad: String,
     /// Chain of thought (pairwise only; needs a generator).
     pub cot: bool,
     /// Reasoning samples per question (at least 1).
@@ -224,9 +249,11 @@ pub struct LabelConfig {
 }
 
 impl Default for LabelConfig {
+    /// The contrast method in chat format: the method that agreed best with known
+    /// preferences on SmolLM2-135M-Instruct (`docs/labeller.md`).
     fn default() -> Self {
         Self {
-            method: Method::Pairwise,
+            method: Method::Contrast,
             pointwise_question: PointwiseQuestion::Principle,
             pointwise_combine: PointwiseCombine::LogOdds,
             both_orders: true,
@@ -236,6 +263,8 @@ impl Default for LabelConfig {
             length_control: false,
             exemplars: true,
             format: PromptFormat::Chat,
+            contrast_good: CONTRAST_GOOD.to_string(),
+            contrast_bad: CONTRAST_BAD.to_string(),
             cot: false,
             cot_samples: 1,
             cot_clamp: Some([0.4, 0.6]),
@@ -244,6 +273,18 @@ impl Default for LabelConfig {
             cot_max_new_tokens: 256,
             seed: 0,
             limit: None,
+        }
+    }
+}
+
+impl LabelConfig {
+    /// The paper's method (§4.1): the multiple-choice question with the constitution's
+    /// exemplars, asked in both orders, one principle per pair; every other setting as in
+    /// [`LabelConfig::default`].
+    pub fn pairwise() -> Self {
+        Self {
+            method: Method::Pairwise,
+            ..Self::default()
         }
     }
 }
@@ -262,6 +303,17 @@ impl LabelConfig {
             && question.trim().is_empty()
         {
             return bad("the fixed pointwise question is empty");
+        }
+        if self.method == Method::Contrast
+            && (self.contrast_good.trim().is_empty() || self.contrast_bad.trim().is_empty())
+        {
+            return bad("contrast_good and contrast_bad must not be empty");
+        }
+        if self.method == Method::Contrast && (self.calibrate || self.length_control) {
+            return bad(
+                "the contrast method takes neither calibrate nor length_control (it has no \
+                 options to calibrate, and the responses' own likelihood cancels)",
+            );
         }
         if self.cot {
             if self.method != Method::Pairwise {
@@ -310,12 +362,22 @@ impl LabelConfig {
             return Map::new();
         };
         m.remove("limit");
-        if self.method == Method::Pairwise {
+        if self.method != Method::Pointwise {
             m.remove("pointwise_question");
+        }
+        if self.method == Method::Pairwise {
             m.remove("pointwise_combine");
         } else {
             m.remove("both_orders");
             m.remove("cot");
+        }
+        if self.method == Method::Contrast {
+            for k in ["exemplars", "principles_per_pair", "principle_replacement"] {
+                m.remove(k);
+            }
+        } else {
+            m.remove("contrast_good");
+            m.remove("contrast_bad");
         }
         if !self.cot || self.method != Method::Pairwise {
             for k in [
@@ -343,7 +405,7 @@ mod tests {
 
     #[test]
     fn settings_leave_out_what_the_method_does_not_use() {
-        let c = LabelConfig::default();
+        let c = LabelConfig::pairwise();
         let settings = c.settings();
         let keys: Vec<&str> = settings.keys().map(String::as_str).collect();
         assert!(keys.contains(&"both_orders") && keys.contains(&"cot"));
@@ -365,32 +427,32 @@ mod tests {
         let bad = [
             LabelConfig {
                 principles_per_pair: 0,
-                ..LabelConfig::default()
+                ..LabelConfig::pairwise()
             },
             LabelConfig {
                 cot: true,
                 calibrate: true,
-                ..LabelConfig::default()
+                ..LabelConfig::pairwise()
             },
             LabelConfig {
                 cot: true,
                 method: Method::Pointwise,
-                ..LabelConfig::default()
+                ..LabelConfig::pairwise()
             },
             LabelConfig {
                 cot: true,
                 cot_clamp: Some([0.7, 0.3]),
-                ..LabelConfig::default()
+                ..LabelConfig::pairwise()
             },
             LabelConfig {
                 cot: true,
                 cot_samples: 0,
-                ..LabelConfig::default()
+                ..LabelConfig::pairwise()
             },
             LabelConfig {
                 cot: true,
                 cot_top_p: 0.0,
-                ..LabelConfig::default()
+                ..LabelConfig::pairwise()
             },
             LabelConfig {
                 method: Method::Pointwise,
@@ -398,7 +460,7 @@ mod tests {
                     question: " ".into(),
                     yes_is_good: false,
                 },
-                ..LabelConfig::default()
+                ..LabelConfig::pairwise()
             },
         ];
         for c in bad {
@@ -407,7 +469,7 @@ mod tests {
                 "{c:?}"
             );
         }
-        assert!(LabelConfig::default().validate().is_ok());
+        assert!(LabelConfig::pairwise().validate().is_ok());
         assert!(PairConfig::default().validate().is_ok());
         let zero = PairConfig {
             batch_size: 0,

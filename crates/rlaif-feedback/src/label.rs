@@ -19,6 +19,11 @@
 //!   [`CONTENT_FREE`](crate::prompts::CONTENT_FREE)), and `p_a_by_principle[j] = σ(logit q_a
 //!   − logit q_b)` or `q_a / (q_a + q_b)`.
 //!
+//! - **contrast**: each response `x` is scored as the assistant's turn after the good and
+//!   the bad system prompt, `logprobs = [log p(x | good), log p(x | bad)]`, `q = σ(l₀ −
+//!   l₁)`, combined as in the pointwise method; no principle is drawn
+//!   (`principles` is empty and `p_a_by_principle` holds the one label).
+//!
 //! `p_a` is the mean of `p_a_by_principle`. With both orders, `p_a_by_order` holds the
 //! mean label of each order (so `p_a = (ab + ba) / 2`, i.e. `(P(A|AB) + 1 − P(B first|BA))
 //! / 2`).
@@ -48,9 +53,9 @@ pub enum Target {
     Ab,
     /// Pairwise, response B at option (A).
     Ba,
-    /// Pointwise, response A.
+    /// Pointwise or contrast, response A.
     A,
-    /// Pointwise, response B.
+    /// Pointwise or contrast, response B.
     B,
 }
 
@@ -67,8 +72,9 @@ pub struct Query {
     /// The reasoning written before the answer (chain of thought).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,
-    /// The log-probabilities of the two choices, in order: `(A)`, `(B)` (pairwise) or
-    /// `Yes`, `No` (pointwise).
+    /// The log-probabilities of the two choices, in order: `(A)`, `(B)` (pairwise),
+    /// `Yes`, `No` (pointwise), or of the response after the good and after the bad system
+    /// prompt (contrast).
     pub logprobs: [f64; 2],
     /// The log-probabilities of the same choices after the content-free input
     /// (calibration).
@@ -78,7 +84,7 @@ pub struct Query {
     /// clamping.
     pub p_raw: f64,
     /// After calibration and clamping: `P(first option)` for `ab` / `ba`, `P(good answer)`
-    /// for `a` / `b`.
+    /// (pointwise) or `P(good assistant)` (contrast) for `a` / `b`.
     pub p: f64,
 }
 
@@ -324,7 +330,11 @@ impl<'a> Labeller<'a> {
     /// Labels one pair (see the [module docs](self) for the computation).
     pub fn label(&self, pair: &Pair) -> Result<LabelRecord> {
         let c = &self.config;
-        let principles = self.principles(&pair.id)?;
+        let principles = if c.method == Method::Contrast {
+            Vec::new()
+        } else {
+            self.principles(&pair.id)?
+        };
         let (words_a, words_b) = (word_count(&pair.response_a), word_count(&pair.response_b));
         let cut = c.length_control.then(|| words_a.min(words_b));
         let (a, b) = match cut {
@@ -345,21 +355,30 @@ impl<'a> Labeller<'a> {
             (Method::Pairwise, false) => self.pairwise(pair, &unique, a, b)?,
             (Method::Pairwise, true) => self.pairwise_cot(pair, &unique, a, b)?,
             (Method::Pointwise, _) => self.pointwise(pair, &unique, a, b)?,
+            (Method::Contrast, _) => self.contrast(pair, a, b)?,
         };
-        let mut p_a_by_principle = Vec::with_capacity(principles.len());
+        let combine = |qa: f64, qb: f64| match c.pointwise_combine {
+            PointwiseCombine::LogOdds => sigmoid(logit(qa) - logit(qb)),
+            PointwiseCombine::Normalise if qa + qb > 0.0 => qa / (qa + qb),
+            PointwiseCombine::Normalise => 0.5,
+        };
+        let mut p_a_by_principle = Vec::with_capacity(principles.len().max(1));
+        if c.method == Method::Contrast {
+            let q = |t| queries.iter().find(|q| q.target == t).map(|q| q.p);
+            let label = q(Target::A)
+                .zip(q(Target::B))
+                .map(|(qa, qb)| combine(qa, qb));
+            p_a_by_principle.push(label.unwrap_or(0.5));
+        }
         for p in &principles {
             let mine = || queries.iter().filter(|q| q.principle == p.id);
             let label = match c.method {
                 Method::Pairwise => mean(mine().filter_map(Query::p_a)),
-                Method::Pointwise => {
+                Method::Pointwise | Method::Contrast => {
                     let q = |t| mine().find(|q| q.target == t).map(|q| q.p);
                     q(Target::A)
                         .zip(q(Target::B))
-                        .map(|(qa, qb)| match c.pointwise_combine {
-                            PointwiseCombine::LogOdds => sigmoid(logit(qa) - logit(qb)),
-                            PointwiseCombine::Normalise if qa + qb > 0.0 => qa / (qa + qb),
-                            PointwiseCombine::Normalise => 0.5,
-                        })
+                        .map(|(qa, qb)| combine(qa, qb))
                 }
             };
             p_a_by_principle.push(label.unwrap_or(0.5));
@@ -576,6 +595,44 @@ impl<'a> Labeller<'a> {
             });
         }
         Ok(out)
+    }
+
+    /// The contrast method: each response scored after the good and the bad system prompt
+    /// (one scorer call per system prompt, both responses as its two choices).
+    fn contrast(&self, pair: &Pair, a: &str, b: &str) -> Result<Vec<Query>> {
+        let (c, conv) = (&self.config, &pair.conversation);
+        let lead = match c.format {
+            rlaif_constitution::PromptFormat::Chat => "",
+            rlaif_constitution::PromptFormat::Raw => " ",
+        };
+        let choices = [format!("{lead}{a}"), format!("{lead}{b}")];
+        let good = self.score_prompt(
+            pair,
+            &prompts::contrast(&c.contrast_good, conv, c.format),
+            &choices,
+        )?;
+        let bad = self.score_prompt(
+            pair,
+            &prompts::contrast(&c.contrast_bad, conv, c.format),
+            &choices,
+        )?;
+        Ok([(Target::A, 0), (Target::B, 1)]
+            .into_iter()
+            .map(|(target, i)| {
+                let logprobs = [good[i], bad[i]];
+                let q = softmax_first(logprobs);
+                Query {
+                    principle: String::new(),
+                    target,
+                    sample: None,
+                    reasoning: None,
+                    logprobs,
+                    prior: None,
+                    p_raw: q,
+                    p: q,
+                }
+            })
+            .collect())
     }
 
     fn pointwise(

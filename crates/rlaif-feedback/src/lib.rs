@@ -14,8 +14,11 @@
 //!   `Assistant:` transcripts or lists of messages; extra fields carried through (see
 //!   [`pair`]).
 //! - [`label_pairs`] (into a resumable file), [`label_all`] (in memory) and [`Labeller`]
-//!   (one pair at a time) with a [`LabelConfig`]: the paper's pairwise question or pointwise
-//!   yes/no questions; both orders averaged; several principles per pair; calibration
+//!   (one pair at a time) with a [`LabelConfig`]: by default the contrast method (each
+//!   response's likelihood after a good and after a bad system prompt, [`Method::Contrast`]:
+//!   the one that agreed with known preferences on SmolLM2-135M, see `docs/labeller.md`);
+//!   the paper's pairwise question ([`LabelConfig::pairwise`]) or pointwise yes/no
+//!   questions; both orders averaged; several principles per pair; calibration
 //!   against a content-free input; length control; exemplars on or off; chat or raw
 //!   prompts; chain of thought with clamped probabilities (see [`label`] for the
 //!   computation, [`prompts`] for the questions, [`run`] for resuming).
@@ -53,7 +56,7 @@
 //!         .with_known_better(Side::B),
 //! ];
 //! let (records, summary) = label_all(
-//!     &Scripted, None, &Constitution::default_constitution(), &pairs, &LabelConfig::default(), &Silent,
+//!     &Scripted, None, &Constitution::default_constitution(), &pairs, &LabelConfig::pairwise(), &Silent,
 //! )?;
 //! let r = &records[0];
 //! // Both orders: (σ(−2 + ½) + 1 − σ(2 + ½)) / 2, the bias cancelled out of the mean.
@@ -113,7 +116,10 @@ pub mod run;
 mod stats;
 
 pub use cache::CachedScorer;
-pub use config::{LabelConfig, Method, PairConfig, PointwiseCombine, PointwiseQuestion};
+pub use config::{
+    CONTRAST_BAD, CONTRAST_GOOD, LabelConfig, Method, PairConfig, PointwiseCombine,
+    PointwiseQuestion,
+};
 pub use error::{FeedbackError, Result};
 pub use generate::{PairDegenerate, PairRecord, generate_pairs};
 pub use label::{LabelRecord, Labeller, OrderLabels, Query, Target, comparison_fingerprint};

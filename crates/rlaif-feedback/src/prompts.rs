@@ -74,6 +74,38 @@ pub fn principle_yes_no(question: &str) -> String {
     )
 }
 
+/// The prompt of [`Method::Contrast`](crate::Method::Contrast): `persona` as the system
+/// prompt, then the conversation, the response to score being the assistant's next turn.
+/// Chat: the persona as a system message in front of the conversation (replacing a system
+/// message it starts with); raw: the persona, then the `Human:` / `Assistant:` transcript,
+/// continued by `" "` and the response.
+pub fn contrast(persona: &str, conversation: &Conversation, format: PromptFormat) -> Prompt {
+    let rest = conversation
+        .messages
+        .iter()
+        .skip_while(|m| m.role == Role::System);
+    match format {
+        PromptFormat::Chat => {
+            let mut messages = vec![Message::new(Role::System, persona)];
+            messages.extend(rest.cloned());
+            Prompt::Chat(Conversation { messages })
+        }
+        PromptFormat::Raw => {
+            let mut s = persona.to_string();
+            for m in rest {
+                let label = if m.role == Role::Assistant {
+                    "Assistant"
+                } else {
+                    "Human"
+                };
+                s.push_str(&format!("\n\n{label}: {}", m.content));
+            }
+            s.push_str("\n\nAssistant:");
+            Prompt::Text(s)
+        }
+    }
+}
+
 /// The pairwise question with `first` at (A) and `second` at (B).
 pub fn pairwise(
     exemplars: &[ComparisonExemplar],

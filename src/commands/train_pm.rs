@@ -1,0 +1,197 @@
+//! `rlaif train-pm`: the preference model (stage 2a of Constitutional AI, Bai et al. 2022
+//! §4.2): the LM with a scalar head, trained on AI-labelled (and human) comparisons →
+//! a Hugging Face `LlamaForSequenceClassification` directory with its reward statistics.
+
+use super::Common;
+use super::revise::FormatArg;
+use crate::Outcome;
+use anyhow::Context;
+use burn::prelude::Device;
+use rlaif::cli::settings::Settings;
+use rlaif::cli::{Interrupt, Terminal, load_model};
+use rlaif::constitution::PromptFormat;
+use rlaif::pm::{DataConfig, HeadInit, PmConfig, PmData, PreferenceModel, read_comparisons};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Flags of `rlaif train-pm` (the keys of `PmConfig` and `DataConfig`).
+#[derive(clap::Args, Serialize, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    #[serde(flatten)]
+    common: Common,
+    /// A comparison file (`rlaif label`'s comparisons.jsonl, or TRL
+    /// `prompt`/`chosen`/`rejected`), optionally `FILE:WEIGHT` (its loss weight, default 1);
+    /// repeat to mix several (the paper mixes human helpfulness and AI harmlessness
+    /// comparisons).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    comparisons: Vec<String>,
+    /// Prompt / completion lines scored after training for the reward statistics PPO
+    /// normalises with (e.g. `rlaif sample`'s helpful.jsonl; default: the held-out
+    /// responses).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<PathBuf>,
+    /// The run's directory: checkpoints, log.jsonl, report.json, plots, model/ (a rerun
+    /// resumes).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    out: Option<PathBuf>,
+    /// How string prompts without a `format` field are rendered [default: chat].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<FormatArg>,
+    /// Fraction of the prompts held out [default: 0.1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_fraction: Option<f64>,
+    /// Peak learning rate [default: 1e-5].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    learning_rate: Option<f64>,
+    /// Passes over the training comparisons [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epochs: Option<usize>,
+    /// Stop after this many optimizer steps (overrides the epochs).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_steps: Option<usize>,
+    /// Comparisons per micro-batch [default: 4].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_size: Option<usize>,
+    /// Micro-batches per optimizer step [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grad_accum_steps: Option<usize>,
+    /// Longest prompt + response in tokens [default: 1024].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_seq_len: Option<usize>,
+    /// Margin of the Bradley–Terry loss, in reward units [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    margin: Option<f64>,
+    /// Weight of the reward-centring term (r_a + r_b)² [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    center_coef: Option<f64>,
+    /// Optimizer steps between held-out evaluations [default: 50].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_every: Option<usize>,
+    /// Optimizer steps between checkpoints [default: 50].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint_every: Option<usize>,
+}
+
+/// `FILE` or `FILE:WEIGHT` → (file, weight).
+pub fn file_and_weight(spec: &str) -> anyhow::Result<(PathBuf, f64)> {
+    if let Some((file, w)) = spec.rsplit_once(':')
+        && let Ok(w) = w.parse::<f64>()
+    {
+        anyhow::ensure!(
+            w.is_finite() && w > 0.0,
+            "--comparisons {spec}: the weight must be finite and positive"
+        );
+        return Ok((PathBuf::from(file), w));
+    }
+    Ok((PathBuf::from(spec), 1.0))
+}
+
+/// The source name of a comparison file: its stem.
+fn source_of(file: &Path) -> String {
+    file.file_stem().map_or_else(
+        || "comparisons".into(),
+        |s| s.to_string_lossy().into_owned(),
+    )
+}
+
+/// Runs `rlaif train-pm`.
+pub fn run(args: Args) -> anyhow::Result<Outcome> {
+    let mut s = Settings::load(args.common.config.as_deref(), "train_pm", &args)?;
+    let model: Option<PathBuf> = s.take("model")?;
+    let specs: Vec<String> = s.take("comparisons")?.unwrap_or_default();
+    anyhow::ensure!(
+        !specs.is_empty(),
+        "--comparisons (or `comparisons` in the settings file) is required"
+    );
+    let reference: Option<PathBuf> = s.take("reference")?;
+    let out: PathBuf = s
+        .take("out")?
+        .ok_or_else(|| anyhow::anyhow!("--out (or `out` in the settings file) is required"))?;
+    let format = match s.take::<String>("format")?.as_deref() {
+        Some("raw") => PromptFormat::Raw,
+        _ => PromptFormat::Chat,
+    };
+    let data_config = DataConfig {
+        eval_fraction: s
+            .take("eval_fraction")?
+            .unwrap_or(DataConfig::default().eval_fraction),
+        seed: s.get("seed")?.unwrap_or_default(),
+    };
+    let config: PmConfig = s.into_config()?;
+    config.validate()?;
+    let mut sets = Vec::new();
+    for spec in &specs {
+        let (file, weight) = file_and_weight(spec)?;
+        sets.push(read_comparisons(&file, &source_of(&file), weight, format)?);
+    }
+    let mut data = PmData::build(sets, &data_config);
+    if let Some(r) = &reference {
+        data = data.with_reference(rlaif::pm::read_reference(r, format)?);
+    }
+    let lm = load_model(model.as_deref(), &Device::default())?;
+    let pm = PreferenceModel::from_lm(lm, HeadInit::default())
+        .context("putting a scalar head on the model")?;
+    let terminal = Terminal::new(Interrupt::install()?);
+    let run = rlaif::pm::train(pm, &data, &config, &out, &terminal)?;
+    let r = &run.report;
+    let eval = match (r.evals.first(), r.evals.last()) {
+        (Some(a), Some(b)) => format!(
+            "; held-out ({} pairs, {} decisive): loss {:.3} → {:.3}, accuracy {} → {}, ECE {:.3} → {:.3}",
+            b.pairs,
+            b.decisive,
+            a.loss,
+            b.loss,
+            a.accuracy.map_or("-".into(), |x| format!("{x:.3}")),
+            b.accuracy.map_or("-".into(), |x| format!("{x:.3}")),
+            a.ece,
+            b.ece
+        ),
+        _ => String::new(),
+    };
+    eprintln!(
+        "Preference model on {} comparisons ({} held out): {} of {} steps{}, training loss {} → {}{eval}. {}",
+        data.train.len(),
+        data.eval.len(),
+        r.steps,
+        r.total_steps,
+        r.resumed_from
+            .map(|s| format!(" (resumed at step {s})"))
+            .unwrap_or_default(),
+        r.first_loss.map_or("-".into(), |l| format!("{l:.3}")),
+        r.last_loss.map_or("-".into(), |l| format!("{l:.3}")),
+        match &r.model_dir {
+            Some(d) => format!(
+                "The PM is in {} (Hugging Face layout); report.json and plots in {}.",
+                d.display(),
+                out.display()
+            ),
+            None => format!(
+                "Checkpoint in {}.",
+                r.checkpoint
+                    .as_ref()
+                    .map_or("-".into(), |c| c.display().to_string())
+            ),
+        }
+    );
+    Ok(if r.interrupted {
+        Outcome::Interrupted
+    } else {
+        Outcome::Done
+    })
+}
