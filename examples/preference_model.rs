@@ -148,6 +148,8 @@ fn main() -> anyhow::Result<()> {
         ..PmConfig::default()
     };
     let pm = PreferenceModel::from_lm(lm, HeadInit::default())?;
+    // The baseline: what the untrained head's scores say about the known pairs.
+    let (correct0, _) = known_accuracy(&pm, known)?;
     let run = rlaif_pm::train(pm, &data, &pm_config, &args.out.join("pm"), &terminal)?;
     if run.report.interrupted {
         return Ok(());
@@ -170,6 +172,24 @@ fn main() -> anyhow::Result<()> {
         first.ece,
         last.ece,
     );
+    let (correct, n) = known_accuracy(&run.model, known)?;
+    println!(
+        "Preference model on the {n} hand-written pairs: {correct} correct ({:.2}); before \
+         training (the initial head) {correct0} ({:.2}). Report, calibration.svg and \
+         curves.svg in {}",
+        correct as f64 / n.max(1) as f64,
+        correct0 as f64 / n.max(1) as f64,
+        args.out.join("pm").display()
+    );
+    Ok(())
+}
+
+/// How many of the `known` pairs the preference model scores the known better response
+/// higher, and how many pairs there are.
+fn known_accuracy(
+    pm: &PreferenceModel,
+    known: &[rlaif_feedback::Pair],
+) -> anyhow::Result<(usize, usize)> {
     let texts: Vec<(Prompt, String)> = known
         .iter()
         .flat_map(|p| {
@@ -180,26 +200,18 @@ fn main() -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let scores = run.model.score_pairs(&texts)?;
+    let scores = pm.score_pairs(&texts)?;
     let correct = known
         .iter()
         .enumerate()
         .filter(|(i, p)| {
-            let a_better = scores[2 * i] > scores[2 * i + 1];
-            p.known_better
-                == Some(if a_better {
-                    rlaif_feedback::Side::A
-                } else {
-                    rlaif_feedback::Side::B
-                })
+            let better = if scores[2 * i] > scores[2 * i + 1] {
+                rlaif_feedback::Side::A
+            } else {
+                rlaif_feedback::Side::B
+            };
+            p.known_better == Some(better)
         })
         .count();
-    println!(
-        "Preference model on the {} hand-written pairs: {correct} correct ({:.2}). Report, \
-         calibration.svg and curves.svg in {}",
-        known.len(),
-        correct as f64 / known.len().max(1) as f64,
-        args.out.join("pm").display()
-    );
-    Ok(())
+    Ok((correct, known.len()))
 }

@@ -195,3 +195,30 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         Outcome::Done
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::file_and_weight;
+    use std::path::PathBuf;
+
+    #[test]
+    fn comparison_files_take_an_optional_weight() {
+        assert_eq!(
+            file_and_weight("ai.jsonl").unwrap(),
+            (PathBuf::from("ai.jsonl"), 1.0)
+        );
+        assert_eq!(
+            file_and_weight("runs/h.jsonl:2.5").unwrap(),
+            (PathBuf::from("runs/h.jsonl"), 2.5)
+        );
+        // A colon that is not followed by a number belongs to the path.
+        assert_eq!(
+            file_and_weight("C:/data/x.jsonl").unwrap(),
+            (PathBuf::from("C:/data/x.jsonl"), 1.0)
+        );
+        for bad in ["a.jsonl:0", "a.jsonl:-1", "a.jsonl:NaN", "a.jsonl:inf"] {
+            let e = file_and_weight(bad).unwrap_err().to_string();
+            assert!(e.contains("finite and positive"), "{bad}: {e}");
+        }
+    }
+}

@@ -9,14 +9,14 @@
 //! - **pairwise**: each asked order `o` (`ab`: A at option (A); `ba`: B at option (A)) gives
 //!   the log-probabilities `l` of the two options and `P(first) = softmax(l)₀`; with
 //!   calibration, `P(first) = σ((l₀ − l₁) − (π₀ − π₁))` where `π` are the log-probabilities
-//!   of the content-free question (both responses [`CONTENT_FREE`](crate::prompts::CONTENT_FREE)),
+//!   of the content-free question (both responses [`CONTENT_FREE`]),
 //!   i.e. `p ∝ p_raw / p_prior`; with chain of thought, each reasoning sample's `P(first)`
 //!   is clamped into `cot_clamp`. The label of a query is `P(A better) = P(first)` for `ab`
 //!   and `1 − P(first)` for `ba`; the principle's label `p_a_by_principle[j]` is the mean
 //!   over its orders and reasoning samples.
 //! - **pointwise**: each response gets `q = P(good answer)` from the yes/no question (with
 //!   calibration: divided by the prior of the same question about the reply
-//!   [`CONTENT_FREE`](crate::prompts::CONTENT_FREE)), and `p_a_by_principle[j] = σ(logit q_a
+//!   [`CONTENT_FREE`]), and `p_a_by_principle[j] = σ(logit q_a
 //!   − logit q_b)` or `q_a / (q_a + q_b)`.
 //!
 //! - **contrast**: each response `x` is scored as the assistant's turn after the good and

@@ -3,7 +3,7 @@
 //! # Input formats
 //!
 //! One JSON object per line (blank lines are skipped); every error names the file, the
-//! 1-based line and the field (`pairs.jsonl:3: field `prompt[1].role`: unknown role …`).
+//! 1-based line and the field (``pairs.jsonl:3: field `prompt[1].role`: unknown role …``).
 //!
 //! - `prompt` (required): a string or a list of messages (`[{"role": "user", "content":
 //!   "…"}, …]`, roles `system` / `user` / `assistant`, ending with the user's turn). A

@@ -68,7 +68,7 @@ mod data;
 mod encode;
 mod error;
 pub mod eval;
-mod hf_dir;
+pub mod hf_dir;
 mod model;
 pub mod plot;
 mod train;
