@@ -64,6 +64,27 @@ pub enum PromptFormat {
     Raw,
 }
 
+impl PromptFormat {
+    /// The `format` field of a JSON Lines record (`"chat"` or `"raw"`), `default` when the
+    /// record has none; anything else is an error naming the line and the field.
+    pub fn from_field(
+        line: &rlaif_core::jsonl::Line<'_>,
+        obj: &serde_json::Map<String, serde_json::Value>,
+        default: PromptFormat,
+    ) -> Result<PromptFormat, rlaif_core::jsonl::JsonlError> {
+        use serde_json::Value;
+        match obj.get("format") {
+            None => Ok(default),
+            Some(Value::String(s)) if s == "chat" => Ok(PromptFormat::Chat),
+            Some(Value::String(s)) if s == "raw" => Ok(PromptFormat::Raw),
+            Some(other) => Err(line.field_error(
+                "format",
+                format!("expected \"chat\" or \"raw\", found {other}"),
+            )),
+        }
+    }
+}
+
 /// The prompt of the initial response to a red-team (or helpful) `prompt`, before any
 /// critique: the user message alone (chat), or `"\n\nHuman: <prompt>\n\nAssistant:"` (raw).
 pub fn initial_prompt(format: PromptFormat, prompt: &str) -> Prompt {

@@ -145,6 +145,48 @@ impl Line<'_> {
         }
     }
 
+    /// The value `v` of field `key` as a list of `{"role", "content"}` messages; errors
+    /// name the element (`prompt[1].role`).
+    pub fn messages(&self, v: &Value, key: &str) -> Result<Vec<crate::Message>, JsonlError> {
+        use crate::{Message, Role};
+        let Value::Array(items) = v else {
+            return Err(self.field_error(key, "expected a list of messages"));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(k, m)| {
+                let at = format!("{key}[{k}]");
+                let Value::Object(m) = m else {
+                    return Err(self.field_error(at, "expected a {\"role\", \"content\"} object"));
+                };
+                let role = match m.get("role").and_then(Value::as_str) {
+                    Some("system") => Role::System,
+                    Some("user") => Role::User,
+                    Some("assistant") => Role::Assistant,
+                    Some(other) => {
+                        return Err(self.field_error(
+                            format!("{at}.role"),
+                            format!("unknown role `{other}` (system, user, assistant)"),
+                        ));
+                    }
+                    None => {
+                        return Err(
+                            self.field_error(format!("{at}.role"), "missing or not a string")
+                        );
+                    }
+                };
+                let content = m.get("content").and_then(Value::as_str).ok_or_else(|| {
+                    self.field_error(format!("{at}.content"), "missing or not a string")
+                })?;
+                Ok(Message {
+                    role,
+                    content: content.to_string(),
+                })
+            })
+            .collect()
+    }
+
     /// The line deserialised as `T`; a field that does not fit is named by its path.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, JsonlError> {
         let mut de = serde_json::Deserializer::from_str(self.text);

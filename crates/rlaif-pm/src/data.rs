@@ -169,65 +169,6 @@ pub fn parse_comparisons(
     Ok(out)
 }
 
-/// A list of `{"role", "content"}` messages, the value of `key`.
-pub(crate) fn parse_messages(
-    line: &Line<'_>,
-    v: &Value,
-    key: &str,
-) -> Result<Vec<Message>, JsonlError> {
-    let Value::Array(items) = v else {
-        return Err(line.field_error(key, "expected a list of messages"));
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(k, m)| {
-            let at = format!("{key}[{k}]");
-            let Value::Object(m) = m else {
-                return Err(line.field_error(at, "expected a {\"role\", \"content\"} object"));
-            };
-            let role = match m.get("role").and_then(Value::as_str) {
-                Some("system") => Role::System,
-                Some("user") => Role::User,
-                Some("assistant") => Role::Assistant,
-                Some(other) => {
-                    return Err(line.field_error(
-                        format!("{at}.role"),
-                        format!("unknown role `{other}` (system, user, assistant)"),
-                    ));
-                }
-                None => {
-                    return Err(line.field_error(format!("{at}.role"), "missing or not a string"));
-                }
-            };
-            let content = m.get("content").and_then(Value::as_str).ok_or_else(|| {
-                line.field_error(format!("{at}.content"), "missing or not a string")
-            })?;
-            Ok(Message {
-                role,
-                content: content.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// The line's `format` (`chat` or `raw`), `default` when absent.
-pub(crate) fn format(
-    line: &Line<'_>,
-    obj: &Map<String, Value>,
-    default: PromptFormat,
-) -> Result<PromptFormat, JsonlError> {
-    match obj.get("format") {
-        None => Ok(default),
-        Some(Value::String(s)) if s == "chat" => Ok(PromptFormat::Chat),
-        Some(Value::String(s)) if s == "raw" => Ok(PromptFormat::Raw),
-        Some(other) => Err(line.field_error(
-            "format",
-            format!("expected \"chat\" or \"raw\", found {other}"),
-        )),
-    }
-}
-
 /// The value of `prompt`: a string (a user message, or raw text in the paper's format) or
 /// a list of messages.
 pub(crate) fn parse_prompt(
@@ -249,7 +190,7 @@ pub(crate) fn parse_prompt(
                     "a list of messages is a chat prompt, not raw text",
                 ));
             }
-            let msgs = parse_messages(line, v, "prompt")?;
+            let msgs = line.messages(v, "prompt")?;
             if msgs.is_empty() {
                 return Err(line.field_error("prompt", "is empty"));
             }
@@ -290,7 +231,7 @@ pub(crate) fn parse_response(
                     "a list of messages answers a chat prompt; this prompt is raw text",
                 ));
             }
-            let msgs = parse_messages(line, v, key)?;
+            let msgs = line.messages(v, key)?;
             match msgs.as_slice() {
                 [m] if m.role == Role::Assistant && !m.content.trim().is_empty() => {
                     Ok(m.content.clone())
@@ -321,7 +262,7 @@ fn parse_line(
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(_) => return Err(line.field_error("id", "expected a non-empty string")),
     };
-    let format = format(line, obj, default_format)?;
+    let format = PromptFormat::from_field(line, obj, default_format)?;
     let labelled = ["response_a", "response_b", "p_a"]
         .iter()
         .any(|k| obj.contains_key(*k));
@@ -374,7 +315,7 @@ fn parse_line(
                         ),
                     ));
                 }
-                let mut msgs = parse_messages(line, v, key)?;
+                let mut msgs = line.messages(v, key)?;
                 let n = msgs.len();
                 match msgs.pop() {
                     Some(last) if last.role == Role::Assistant && !msgs.is_empty() => {
@@ -450,7 +391,7 @@ pub fn parse_reference(
     let mut out = Vec::new();
     for line in jsonl::lines(file, text) {
         let obj = line.object()?;
-        let format = format(&line, &obj, default_format)?;
+        let format = PromptFormat::from_field(&line, &obj, default_format)?;
         let prompt = parse_prompt(&line, &obj, format)?;
         let key = if obj.contains_key("completion") || !obj.contains_key("response") {
             "completion"

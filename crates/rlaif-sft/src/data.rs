@@ -21,7 +21,7 @@ use rand::seq::SliceRandom;
 use rlaif_constitution::PromptFormat;
 use rlaif_core::jsonl::{self, Fields, JsonlError, Line};
 use rlaif_core::seed::stream_rng;
-use rlaif_core::{Conversation, Message, Prompt, Role};
+use rlaif_core::{Conversation, Prompt, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -135,61 +135,6 @@ fn origin(line: &Line<'_>) -> Origin {
     }
 }
 
-/// A list of `{"role", "content"}` messages, the value of `key`.
-fn parse_messages(line: &Line<'_>, v: &Value, key: &str) -> Result<Vec<Message>, JsonlError> {
-    let Value::Array(items) = v else {
-        return Err(line.field_error(key, "expected a list of messages"));
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(k, m)| {
-            let at = format!("{key}[{k}]");
-            let Value::Object(m) = m else {
-                return Err(line.field_error(at, "expected a {\"role\", \"content\"} object"));
-            };
-            let role = match m.get("role").and_then(Value::as_str) {
-                Some("system") => Role::System,
-                Some("user") => Role::User,
-                Some("assistant") => Role::Assistant,
-                Some(other) => {
-                    return Err(line.field_error(
-                        format!("{at}.role"),
-                        format!("unknown role `{other}` (system, user, assistant)"),
-                    ));
-                }
-                None => {
-                    return Err(line.field_error(format!("{at}.role"), "missing or not a string"));
-                }
-            };
-            let content = m.get("content").and_then(Value::as_str).ok_or_else(|| {
-                line.field_error(format!("{at}.content"), "missing or not a string")
-            })?;
-            Ok(Message {
-                role,
-                content: content.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// The line's `format` (`chat` or `raw`), `default` when absent.
-fn format(
-    line: &Line<'_>,
-    obj: &Map<String, Value>,
-    default: PromptFormat,
-) -> Result<PromptFormat, JsonlError> {
-    match obj.get("format") {
-        None => Ok(default),
-        Some(Value::String(s)) if s == "chat" => Ok(PromptFormat::Chat),
-        Some(Value::String(s)) if s == "raw" => Ok(PromptFormat::Raw),
-        Some(other) => Err(line.field_error(
-            "format",
-            format!("expected \"chat\" or \"raw\", found {other}"),
-        )),
-    }
-}
-
 fn parse_line(
     obj: &Map<String, Value>,
     line: &Line<'_>,
@@ -203,7 +148,7 @@ fn parse_line(
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(_) => return Err(line.field_error("id", "expected a non-empty string")),
     };
-    let format = format(line, obj, default_format)?;
+    let format = PromptFormat::from_field(line, obj, default_format)?;
     let group = id.clone();
     let mut push = |id: String, prompt: Prompt, completion: String| {
         out.push(SftExample {
@@ -258,7 +203,7 @@ fn parse_line(
     }
 
     if let Some(messages) = obj.get("messages") {
-        let mut msgs = parse_messages(line, messages, "messages")?;
+        let mut msgs = line.messages(messages, "messages")?;
         let n = msgs.len();
         let last = msgs
             .pop()
@@ -304,7 +249,7 @@ fn parse_line(
                     "a list of messages is a chat prompt, not raw text",
                 ));
             }
-            let msgs = parse_messages(line, prompt, "prompt")?;
+            let msgs = line.messages(prompt, "prompt")?;
             if msgs.is_empty() {
                 return Err(line.field_error("prompt", "is empty"));
             }
@@ -321,7 +266,7 @@ fn parse_line(
             }
         }
         Value::Array(_) => {
-            let msgs = parse_messages(line, completion, "completion")?;
+            let msgs = line.messages(completion, "completion")?;
             match msgs.as_slice() {
                 [m] if m.role == Role::Assistant && !m.content.trim().is_empty() => {
                     m.content.clone()
