@@ -159,10 +159,12 @@ fn show(v: Option<&Value>) -> String {
 }
 
 /// The first setting that differs between `found` (a record's) and `expected` (this
-/// run's), in the order of `expected` then the keys only `found` has.
+/// run's): `method` first (a changed method also changes which other settings apply), then
+/// in the order of `expected`, then the keys only `found` has.
 fn first_difference(found: &Map<String, Value>, expected: &Map<String, Value>) -> Option<String> {
-    expected
-        .keys()
+    let method = "method".to_string();
+    std::iter::once(&method)
+        .chain(expected.keys())
         .chain(found.keys().filter(|k| !expected.contains_key(*k)))
         .find(|k| found.get(*k) != expected.get(*k))
         .cloned()

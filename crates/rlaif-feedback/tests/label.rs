@@ -1504,3 +1504,38 @@ fn contrast_labels_are_bayes_over_the_two_system_prompts() {
     };
     assert!(matches!(bad.validate(), Err(FeedbackError::Config(_))));
 }
+
+#[test]
+fn a_resume_with_another_method_names_the_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("labels.jsonl");
+    let pairs = vec![Pair::new("m1", "Hi?", "I won't say.", "Hello there!")];
+    let scorer = Personas {
+        calls: RefCell::new(Vec::new()),
+    };
+    let contrast = LabelConfig::default();
+    label_pairs(
+        &scorer,
+        None,
+        &constitution(),
+        &pairs,
+        &contrast,
+        &out,
+        &Silent,
+    )
+    .unwrap();
+    let e = label_pairs(
+        &scorer,
+        None,
+        &constitution(),
+        &pairs,
+        &LabelConfig::pairwise(),
+        &out,
+        &Silent,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, FeedbackError::SettingsMismatch { field, .. } if field == "method"),
+        "{e}"
+    );
+}
