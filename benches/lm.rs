@@ -17,26 +17,13 @@ use rlaif_core::SamplingParams;
 use rlaif_lm::{LanguageModel, score};
 use std::time::Duration;
 
+mod common;
+
 const PROMPT: usize = 32;
 const NEW: usize = 32;
 
-/// `rows` sequences of `len` deterministic pseudo-random token ids (an LCG), away from the
-/// special tokens.
-fn random_ids(rows: usize, len: usize, vocab: usize) -> Vec<Vec<u32>> {
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    (0..rows)
-        .map(|_| {
-            (0..len)
-                .map(|_| {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (100 + (x >> 33) as usize % (vocab - 100)) as u32
-                })
-                .collect()
-        })
-        .collect()
-}
+/// The seed of the token ids.
+const SEED: u64 = 0x9e3779b97f4a7c15;
 
 fn bench_generate(c: &mut Criterion) {
     let lm = LanguageModel::load_default(&Device::default()).expect("default model");
@@ -47,7 +34,7 @@ fn bench_generate(c: &mut Criterion) {
     let mut g = c.benchmark_group("generate");
     g.sample_size(10).measurement_time(Duration::from_secs(30));
     for batch in [1usize, 8] {
-        let p = random_ids(batch, PROMPT, lm.config.vocab_size);
+        let p = common::random_ids(SEED, batch, PROMPT, lm.config.vocab_size);
         g.throughput(Throughput::Elements((batch * NEW) as u64));
         g.bench_function(format!("batch{batch}"), |b| {
             b.iter(|| rlaif_lm::generate::generate(&lm.model, &lm.tokenizer, &p, &params).unwrap())
@@ -60,7 +47,7 @@ fn bench_train_step(c: &mut Criterion) {
     let device = Device::default().autodiff();
     let lm = LanguageModel::load_default(&device).expect("default model");
     let (b, t) = (4usize, 256usize);
-    let seqs = random_ids(b, t, lm.config.vocab_size);
+    let seqs = common::random_ids(SEED, b, t, lm.config.vocab_size);
     let (tokens, real) = score::pad_right(&seqs, 0, &device);
     let mut g = c.benchmark_group("train_step");
     g.sample_size(10).measurement_time(Duration::from_secs(60));

@@ -23,30 +23,17 @@ use rlaif_lm::{LanguageModel, score};
 use rlaif_pm::{HeadInit, PreferenceModel};
 use std::time::Duration;
 
+mod common;
+
 const LEN: usize = 128;
 
-/// `rows` sequences of `len` deterministic pseudo-random token ids (an LCG), away from the
-/// special tokens.
-fn random_ids(rows: usize, len: usize, vocab: usize) -> Vec<Vec<u32>> {
-    let mut x: u64 = 0x2545f4914f6cdd1d;
-    (0..rows)
-        .map(|_| {
-            (0..len)
-                .map(|_| {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (100 + (x >> 33) as usize % (vocab - 100)) as u32
-                })
-                .collect()
-        })
-        .collect()
-}
+/// The seed of the token ids.
+const SEED: u64 = 0x2545f4914f6cdd1d;
 
 fn bench_forward(c: &mut Criterion) {
     let device = Device::default();
     let lm = LanguageModel::load_default(&device).expect("default model");
-    let seqs = random_ids(16, LEN, lm.config.vocab_size);
+    let seqs = common::random_ids(SEED, 16, LEN, lm.config.vocab_size);
     let mut g = c.benchmark_group("forward");
     g.sample_size(10).measurement_time(Duration::from_secs(30));
     g.throughput(Throughput::Elements(8));
@@ -69,7 +56,7 @@ fn bench_forward(c: &mut Criterion) {
 fn bench_train_step(c: &mut Criterion) {
     let device = Device::default().autodiff();
     let lm = LanguageModel::load_default(&device).expect("default model");
-    let seqs = random_ids(8, LEN, lm.config.vocab_size);
+    let seqs = common::random_ids(SEED, 8, LEN, lm.config.vocab_size);
     let pm = PreferenceModel::from_lm(lm, HeadInit::default()).expect("a scalar head");
     let net = rlaif_pm::RewardNet {
         backbone: pm.lm.model,
