@@ -46,6 +46,7 @@ pub use rlaif_feedback as feedback;
 pub use rlaif_kernels as kernels;
 pub use rlaif_lm as lm;
 pub use rlaif_pm as pm;
+pub use rlaif_ppo as ppo;
 pub use rlaif_revision as revision;
 pub use rlaif_sft as sft;
 pub use rlaif_train as train;

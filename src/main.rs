@@ -50,6 +50,8 @@ enum Command {
     Label(commands::label::Args),
     /// Train a preference model on comparisons → a PM directory.
     TrainPm(commands::train_pm::Args),
+    /// PPO against a preference model (stage 2b) → an RL policy directory.
+    Ppo(commands::ppo::Args),
     /// A preference model on a file: accuracy on pairs, or scores of responses.
     Score(commands::score::Args),
     /// Write a model (GGUF or Hugging Face directory) as a Hugging Face directory.
@@ -64,6 +66,17 @@ pub enum Outcome {
     Interrupted,
 }
 
+impl Outcome {
+    /// `Interrupted` when the stage was stopped before its end, `Done` otherwise.
+    pub fn of(interrupted: bool) -> Self {
+        if interrupted {
+            Self::Interrupted
+        } else {
+            Self::Done
+        }
+    }
+}
+
 fn main() -> ExitCode {
     rlaif::cli::init_logging();
     let cli = Cli::parse();
@@ -75,6 +88,7 @@ fn main() -> ExitCode {
         Command::Pairs(a) => commands::pairs::run(a),
         Command::Label(a) => commands::label::run(a),
         Command::TrainPm(a) => commands::train_pm::run(a),
+        Command::Ppo(a) => commands::ppo::run(a),
         Command::Score(a) => commands::score::run(a),
         Command::Convert(a) => commands::convert::run(a),
     };

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
 /// The subcommands whose tables a settings file may hold.
-pub const SECTIONS: [&str; 11] = [
-    "chat", "revise", "sample", "sft", "pairs", "label", "train_pm", "score", "convert",
+pub const SECTIONS: [&str; 12] = [
+    "chat", "revise", "sample", "sft", "pairs", "label", "train_pm", "score", "ppo", "convert",
     "pipeline", "eval",
 ];
 
@@ -81,7 +81,17 @@ impl Settings {
         }
     }
 
-    /// The value of `key` (left in place), if set.
+    /// The value of `key`, taken out; its absence is an error naming the flag and the key.
+    pub fn require<T: DeserializeOwned>(&mut self, key: &str) -> anyhow::Result<T> {
+        self.take(key)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "--{} (or `{key}` in the settings file) is required",
+                key.replace('_', "-")
+            )
+        })
+    }
+
+    /// The value of `key` without removing it.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> anyhow::Result<Option<T>> {
         self.clone().take(key)
     }

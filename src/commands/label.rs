@@ -101,12 +101,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let mut s = Settings::load(args.common.config.as_deref(), "label", &args)?;
     let model: Option<PathBuf> = s.take("model")?;
     let feedback_model: Option<PathBuf> = s.take("feedback_model")?;
-    let pairs_file: PathBuf = s
-        .take("pairs")?
-        .ok_or_else(|| anyhow::anyhow!("--pairs (or `pairs` in the settings file) is required"))?;
-    let out: PathBuf = s
-        .take("out")?
-        .ok_or_else(|| anyhow::anyhow!("--out (or `out` in the settings file) is required"))?;
+    let pairs_file: PathBuf = s.require("pairs")?;
+    let out: PathBuf = s.require("out")?;
     let constitution_file: Option<PathBuf> = s.take("constitution")?;
     let config: LabelConfig = s.into_config()?;
     config.validate()?;
@@ -128,9 +124,5 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         pairs_file.display(),
         out.display()
     );
-    Ok(if summary.stopped {
-        Outcome::Interrupted
-    } else {
-        Outcome::Done
-    })
+    Ok(Outcome::of(summary.stopped))
 }

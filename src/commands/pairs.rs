@@ -64,9 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let prompts: PathBuf = s
         .take("prompts")?
         .unwrap_or_else(|| PathBuf::from("data/prompts/red_team.jsonl"));
-    let out: PathBuf = s
-        .take("out")?
-        .ok_or_else(|| anyhow::anyhow!("--out (or `out` in the settings file) is required"))?;
+    let out: PathBuf = s.require("out")?;
     let config: PairConfig = s.into_config()?;
     config.validate()?;
     let prompts_read = read_prompts(&prompts)?;
@@ -80,9 +78,5 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         config.seed,
         out.display()
     );
-    Ok(if summary.stopped {
-        Outcome::Interrupted
-    } else {
-        Outcome::Done
-    })
+    Ok(Outcome::of(summary.stopped))
 }

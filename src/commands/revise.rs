@@ -135,9 +135,7 @@ pub fn take_io(s: &mut Settings, default_prompts: &str, budgets: &[&str]) -> any
         prompts: s
             .take("prompts")?
             .unwrap_or_else(|| PathBuf::from(default_prompts)),
-        out: s
-            .take("out")?
-            .ok_or_else(|| anyhow::anyhow!("--out (or `out` in the settings file) is required"))?,
+        out: s.require("out")?,
     })
 }
 
@@ -187,9 +185,5 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             String::new()
         }
     );
-    Ok(if summary.stopped {
-        Outcome::Interrupted
-    } else {
-        Outcome::Done
-    })
+    Ok(Outcome::of(summary.stopped))
 }

@@ -42,9 +42,5 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         config.seed,
         io.out.display()
     );
-    Ok(if summary.stopped {
-        Outcome::Interrupted
-    } else {
-        Outcome::Done
-    })
+    Ok(Outcome::of(summary.stopped))
 }

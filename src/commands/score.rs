@@ -57,9 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         .take("pm")?
         .or(model)
         .ok_or_else(|| anyhow::anyhow!("--pm (the preference model's directory) is required"))?;
-    let input: PathBuf = s
-        .take("input")?
-        .ok_or_else(|| anyhow::anyhow!("--input (or `input` in the settings file) is required"))?;
+    let input: PathBuf = s.require("input")?;
     let out: Option<PathBuf> = s.take("out")?;
     let format = match s.take::<String>("format")?.as_deref() {
         Some("raw") => PromptFormat::Raw,

@@ -76,13 +76,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let mut s = Settings::load(args.common.config.as_deref(), "sft", &args)?;
     let model: Option<PathBuf> = s.take("model")?;
-    let revisions: PathBuf = s.take("revisions")?.ok_or_else(|| {
-        anyhow::anyhow!("--revisions (or `revisions` in the settings file) is required")
-    })?;
+    let revisions: PathBuf = s.require("revisions")?;
     let helpful: Option<PathBuf> = s.take("helpful")?;
-    let out: PathBuf = s
-        .take("out")?
-        .ok_or_else(|| anyhow::anyhow!("--out (or `out` in the settings file) is required"))?;
+    let out: PathBuf = s.require("out")?;
     // One seed for the split, the mixing and the data order.
     let data_config = DataConfig {
         helpful_ratio: s
@@ -146,9 +142,5 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             ),
         }
     );
-    Ok(if r.interrupted {
-        Outcome::Interrupted
-    } else {
-        Outcome::Done
-    })
+    Ok(Outcome::of(r.interrupted))
 }

@@ -2,8 +2,8 @@
 //! §4.2): the LM with a scalar head, trained on AI-labelled (and human) comparisons →
 //! a Hugging Face `LlamaForSequenceClassification` directory with its reward statistics.
 
-use super::Common;
 use super::revise::FormatArg;
+use super::{Common, file_and_weight};
 use crate::Outcome;
 use anyhow::Context;
 use burn::prelude::Device;
@@ -88,20 +88,6 @@ pub struct Args {
     checkpoint_every: Option<usize>,
 }
 
-/// `FILE` or `FILE:WEIGHT` → (file, weight).
-pub fn file_and_weight(spec: &str) -> anyhow::Result<(PathBuf, f64)> {
-    if let Some((file, w)) = spec.rsplit_once(':')
-        && let Ok(w) = w.parse::<f64>()
-    {
-        anyhow::ensure!(
-            w.is_finite() && w > 0.0,
-            "--comparisons {spec}: the weight must be finite and positive"
-        );
-        return Ok((PathBuf::from(file), w));
-    }
-    Ok((PathBuf::from(spec), 1.0))
-}
-
 /// The source name of a comparison file: its stem.
 fn source_of(file: &Path) -> String {
     file.file_stem().map_or_else(
@@ -114,15 +100,10 @@ fn source_of(file: &Path) -> String {
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let mut s = Settings::load(args.common.config.as_deref(), "train_pm", &args)?;
     let model: Option<PathBuf> = s.take("model")?;
-    let specs: Vec<String> = s.take("comparisons")?.unwrap_or_default();
-    anyhow::ensure!(
-        !specs.is_empty(),
-        "--comparisons (or `comparisons` in the settings file) is required"
-    );
+    let specs: Vec<String> = s.require("comparisons")?;
+    anyhow::ensure!(!specs.is_empty(), "--comparisons needs at least one file");
     let reference: Option<PathBuf> = s.take("reference")?;
-    let out: PathBuf = s
-        .take("out")?
-        .ok_or_else(|| anyhow::anyhow!("--out (or `out` in the settings file) is required"))?;
+    let out: PathBuf = s.require("out")?;
     let format = match s.take::<String>("format")?.as_deref() {
         Some("raw") => PromptFormat::Raw,
         _ => PromptFormat::Chat,
@@ -137,7 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     config.validate()?;
     let mut sets = Vec::new();
     for spec in &specs {
-        let (file, weight) = file_and_weight(spec)?;
+        let (file, weight) = file_and_weight("--comparisons", spec)?;
         sets.push(read_comparisons(&file, &source_of(&file), weight, format)?);
     }
     let mut data = PmData::build(sets, &data_config);
@@ -189,36 +170,5 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             ),
         }
     );
-    Ok(if r.interrupted {
-        Outcome::Interrupted
-    } else {
-        Outcome::Done
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::file_and_weight;
-    use std::path::PathBuf;
-
-    #[test]
-    fn comparison_files_take_an_optional_weight() {
-        assert_eq!(
-            file_and_weight("ai.jsonl").unwrap(),
-            (PathBuf::from("ai.jsonl"), 1.0)
-        );
-        assert_eq!(
-            file_and_weight("runs/h.jsonl:2.5").unwrap(),
-            (PathBuf::from("runs/h.jsonl"), 2.5)
-        );
-        // A colon that is not followed by a number belongs to the path.
-        assert_eq!(
-            file_and_weight("C:/data/x.jsonl").unwrap(),
-            (PathBuf::from("C:/data/x.jsonl"), 1.0)
-        );
-        for bad in ["a.jsonl:0", "a.jsonl:-1", "a.jsonl:NaN", "a.jsonl:inf"] {
-            let e = file_and_weight(bad).unwrap_err().to_string();
-            assert!(e.contains("finite and positive"), "{bad}: {e}");
-        }
-    }
+    Ok(Outcome::of(r.interrupted))
 }

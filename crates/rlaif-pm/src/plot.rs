@@ -16,10 +16,12 @@ pub const CALIBRATION_SVG: &str = "calibration.svg";
 /// The file name of the loss and accuracy curves in a run's directory.
 pub const CURVES_SVG: &str = "curves.svg";
 
-const FONT: &str = "sans-serif";
+/// The font family of every picture.
+pub const FONT: &str = "sans-serif";
 
-/// Draws into an SVG string with `draw`, then writes it to `path` atomically.
-fn write_svg(
+/// Draws into an SVG string with `draw`, then writes it to `path` atomically (shared with
+/// the other stages' pictures, e.g. PPO's curves).
+pub fn write_svg(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(

@@ -130,6 +130,19 @@ impl From<rlaif_train::TrainError> for SftError {
                 value,
                 checkpoint,
             },
+            // SFT never applies grouped updates; mapped for completeness.
+            T::NonFiniteUpdate {
+                step,
+                what,
+                value,
+                last_checkpoint,
+                ..
+            } => Self::NonFinite {
+                step,
+                what,
+                value,
+                checkpoint: last_checkpoint.unwrap_or_default(),
+            },
             T::Checkpoint { path, message } => Self::Checkpoint { path, message },
             T::ResumeMismatch {
                 path,

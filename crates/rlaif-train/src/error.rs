@@ -37,6 +37,29 @@ pub enum TrainError {
         /// The checkpoint holding the state before the step.
         checkpoint: PathBuf,
     },
+    /// The loss or a parameter group's gradient norm became NaN or infinite in an update
+    /// of [`Trainer::apply`](crate::Trainer::apply). No parameter was updated with it; the
+    /// run can resume from the last checkpoint (written at a unit-of-progress boundary).
+    #[error(
+        "step {step}: the {what} of the `{group}` update is {value} (not finite); no parameter \
+         was updated with it; {}",
+        match last_checkpoint {
+            Some(p) => format!("the run can resume from {}", p.display()),
+            None => "no checkpoint was written yet".to_string(),
+        }
+    )]
+    NonFiniteUpdate {
+        /// The step (from 1) in progress.
+        step: usize,
+        /// The parameter group.
+        group: &'static str,
+        /// `"loss"` or `"gradient norm"`.
+        what: &'static str,
+        /// The value.
+        value: f64,
+        /// The newest checkpoint of this run, if any.
+        last_checkpoint: Option<PathBuf>,
+    },
     /// A checkpoint is unreadable or inconsistent.
     #[error("checkpoint {}: {message}", path.display())]
     Checkpoint {

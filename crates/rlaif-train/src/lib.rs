@@ -79,7 +79,9 @@ pub use error::{Result, TrainError};
 pub use log::{LOG_FILE, LogEntry, RunLog};
 pub use optim::OptimConfig;
 pub use resume::RunIdentity;
-pub use trainer::{Opened, StepStats, Trainer, TrainerConfig};
+pub use trainer::{
+    Accumulated, Opened, StepStats, Trainer, TrainerConfig, UpdateGroup, take_grads,
+};
 
 #[cfg(test)]
 mod tests;

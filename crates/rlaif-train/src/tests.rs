@@ -335,3 +335,148 @@ fn optimizer_settings_are_validated_with_the_field_named() {
         9
     );
 }
+
+/// Two linear models trained as one module in two parameter groups.
+#[derive(Module, Debug)]
+struct Pair {
+    a: Linear,
+    b: Linear,
+}
+
+fn plain_optim(lr: f64) -> TrainerConfig {
+    TrainerConfig {
+        optim: OptimConfig {
+            learning_rate: lr,
+            schedule: LrSchedule::Constant,
+            warmup_steps: Some(0),
+            max_grad_norm: None,
+            ..Default::default()
+        },
+        total_steps: 3,
+        checkpoint_every: None,
+        keep_checkpoints: 1,
+    }
+}
+
+#[test]
+fn parameter_groups_update_as_two_optimizers_with_their_own_learning_rates() {
+    let dev = device();
+    let identity = || {
+        RunIdentity::new(
+            &ToySettings {
+                learning_rate: 0.0,
+                micro_batches: 2,
+                checkpoint_every: None,
+            },
+            &[],
+        )
+        .unwrap()
+    };
+    // Reference: each model alone, with its own learning rate.
+    let mut alone = vec![];
+    for lr in [0.05, 0.002] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Trainer::<Linear, Seen, Entry>::open(
+            linear(&dev),
+            plain_optim(lr),
+            dir.path(),
+            identity(),
+            Seen::default(),
+        )
+        .unwrap()
+        .trainer;
+        for _ in 0..3 {
+            t.step(2, |m, i| {
+                Ok::<_, TrainError>(micro_loss(m, i, 2, &dev, false))
+            })
+            .unwrap();
+        }
+        alone.push(params(t.model()));
+    }
+    // Both in one module: one loss, two groups.
+    let dir = tempfile::tempdir().unwrap();
+    let pair = Pair {
+        a: linear(&dev),
+        b: linear(&dev),
+    };
+    let mut t = Trainer::<Pair, Seen, Entry>::open(
+        pair,
+        plain_optim(1.0),
+        dir.path(),
+        identity(),
+        Seen::default(),
+    )
+    .unwrap()
+    .trainer;
+    let take_a = |m: &Pair, g: &mut burn::optim::GradientsParams| crate::take_grads(&m.a, g);
+    let take_b = |m: &Pair, g: &mut burn::optim::GradientsParams| crate::take_grads(&m.b, g);
+    for _ in 0..3 {
+        let acc = t
+            .accumulate(2, |m: &Pair, i| {
+                Ok::<_, TrainError>(
+                    micro_loss(&m.a, i, 2, &dev, false) + micro_loss(&m.b, i, 2, &dev, false),
+                )
+            })
+            .unwrap();
+        let groups = [
+            crate::UpdateGroup {
+                name: "a",
+                lr: 0.05,
+                max_grad_norm: None,
+                take: &take_a,
+            },
+            crate::UpdateGroup {
+                name: "b",
+                lr: 0.002,
+                max_grad_norm: None,
+                take: &take_b,
+            },
+        ];
+        let norms = t.apply(acc, &groups).unwrap();
+        assert_eq!(norms.len(), 2);
+        t.advance();
+    }
+    assert_eq!(t.step_count(), 3);
+    for (got, want) in [params(&t.model().a), params(&t.model().b)]
+        .iter()
+        .zip(&alone)
+    {
+        for (x, y) in got.iter().zip(want) {
+            assert!((x - y).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+    }
+    // A non-finite loss in one group touches no parameter of either.
+    let before = (params(&t.model().a), params(&t.model().b));
+    let acc = t
+        .accumulate(2, |m: &Pair, i| {
+            Ok::<_, TrainError>(
+                micro_loss(&m.a, i, 2, &dev, false) + micro_loss(&m.b, i, 2, &dev, i == 1),
+            )
+        })
+        .unwrap();
+    let groups = [
+        crate::UpdateGroup {
+            name: "a",
+            lr: 0.05,
+            max_grad_norm: None,
+            take: &take_a,
+        },
+        crate::UpdateGroup {
+            name: "b",
+            lr: 0.002,
+            max_grad_norm: None,
+            take: &take_b,
+        },
+    ];
+    match t.apply(acc, &groups) {
+        Err(TrainError::NonFiniteUpdate {
+            step: 4,
+            group: "a",
+            what: "loss",
+            last_checkpoint: None,
+            ..
+        }) => {}
+        other => panic!("expected a non-finite update, got {other:?}"),
+    }
+    assert_eq!((params(&t.model().a), params(&t.model().b)), before);
+}

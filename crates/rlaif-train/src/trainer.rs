@@ -8,7 +8,7 @@ use crate::error::{Result, TrainError};
 use crate::log::{LogEntry, RunLog};
 use crate::optim::OptimConfig;
 use crate::resume::RunIdentity;
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use serde::Serialize;
@@ -59,6 +59,60 @@ pub struct Trainer<M, S, E> {
     step: usize,
     resumed_from: Option<usize>,
     last_saved: Option<usize>,
+}
+
+/// Summed micro-batch gradients and loss, from [`Trainer::accumulate`].
+pub struct Accumulated {
+    grads: GradientsParams,
+    /// The sum of the micro-batch losses.
+    pub loss: f64,
+}
+
+/// A parameter group of [`Trainer::apply`]: its name (in errors), learning rate and
+/// clip, and how to take its gradients out of the model's.
+pub struct UpdateGroup<'a, M> {
+    /// The group's name (`"policy"`, `"critic"`).
+    pub name: &'static str,
+    /// Its learning rate for this update.
+    pub lr: f64,
+    /// Its global-norm clip (`None`: none).
+    pub max_grad_norm: Option<f64>,
+    /// Moves the group's gradients out of the model's, e.g.
+    /// `&|m: &Nets, g| take_grads(&m.critic, g)`.
+    pub take: &'a dyn Fn(&M, &mut GradientsParams) -> GradientsParams,
+}
+
+/// Moves the gradients of `module`'s parameters (a submodule of the trained model) out of
+/// `grads` into a new set.
+pub fn take_grads<S: Module>(module: &S, grads: &mut GradientsParams) -> GradientsParams {
+    struct Take<'a> {
+        from: &'a mut GradientsParams,
+        to: GradientsParams,
+    }
+    impl ModuleVisitor for Take<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.from.remove::<D>(param.id) {
+                self.to.register::<D>(param.id, g);
+            }
+        }
+    }
+    let mut t = Take {
+        from: grads,
+        to: GradientsParams::new(),
+    };
+    module.visit(&mut t);
+    t.to
+}
+
+/// The first non-finite of a loss and a gradient norm, named.
+fn non_finite(loss: f64, grad_norm: f64) -> Option<(&'static str, f64)> {
+    if !loss.is_finite() {
+        Some(("loss", loss))
+    } else if !grad_norm.is_finite() {
+        Some(("gradient norm", grad_norm))
+    } else {
+        None
+    }
 }
 
 /// What [`Trainer::open`] found in the run's directory.
@@ -188,29 +242,14 @@ where
     pub fn step<Err: From<TrainError>>(
         &mut self,
         micro_batches: usize,
-        mut loss: impl FnMut(&M, usize) -> Result<Tensor<1>, Err>,
+        loss: impl FnMut(&M, usize) -> Result<Tensor<1>, Err>,
     ) -> Result<StepStats, Err> {
         // 1. Micro-batch gradients, summed.
-        let mut acc = GradientsAccumulator::new();
-        let mut total = 0.0f64;
-        for i in 0..micro_batches {
-            let l = loss(&self.model, i)?;
-            total += f64::from(l.clone().into_scalar::<f32>());
-            let grads = GradientsParams::from_grads(l.backward(), &self.model);
-            acc.accumulate(&self.model, grads);
-        }
-        let mut grads = acc.grads();
+        let Accumulated { mut grads, loss } = self.accumulate(micro_batches, loss)?;
         // 2. Global-norm clipping.
         let grad_norm = clip_grad_norm(&self.model, &mut grads, self.config.optim.max_grad_norm);
         // 3. Nothing non-finite reaches the parameters.
-        let bad = if !total.is_finite() {
-            Some(("loss", total))
-        } else if !grad_norm.is_finite() {
-            Some(("gradient norm", grad_norm))
-        } else {
-            None
-        };
-        if let Some((what, value)) = bad {
+        if let Some((what, value)) = non_finite(loss, grad_norm) {
             let checkpoint = self.checkpoint()?;
             return Err(TrainError::NonFinite {
                 step: self.step + 1,
@@ -227,9 +266,78 @@ where
         Ok(StepStats {
             step: self.step,
             lr,
-            loss: total,
+            loss,
             grad_norm,
         })
+    }
+
+    /// The summed gradients of `micro_batches` micro-batch losses (detail 1 of
+    /// [`Trainer::step`]), without touching the parameters: for stages whose unit of
+    /// progress holds several optimizer updates (PPO: an iteration of epochs over
+    /// minibatches), with [`Trainer::apply`] and [`Trainer::advance`]. The caller may look
+    /// at statistics computed in the closures before deciding to apply the update.
+    pub fn accumulate<Err>(
+        &self,
+        micro_batches: usize,
+        mut loss: impl FnMut(&M, usize) -> Result<Tensor<1>, Err>,
+    ) -> Result<Accumulated, Err> {
+        let mut acc = GradientsAccumulator::new();
+        let mut total = 0.0f64;
+        for i in 0..micro_batches {
+            let l = loss(&self.model, i)?;
+            total += f64::from(l.clone().into_scalar::<f32>());
+            let grads = GradientsParams::from_grads(l.backward(), &self.model);
+            acc.accumulate(&self.model, grads);
+        }
+        Ok(Accumulated {
+            grads: acc.grads(),
+            loss: total,
+        })
+    }
+
+    /// Applies accumulated gradients in parameter groups, each with its own learning rate
+    /// and global-norm clip (PPO: the policy and the critic, as two optimizers would; the
+    /// AdamW moments are per parameter, so one optimizer state serves both). Each group
+    /// takes its gradients out of the accumulated ones (see [`take_grads`]); gradients left
+    /// over after the last group are dropped. The parameters are untouched when the loss or
+    /// any group's gradient norm is not finite ([`TrainError::NonFiniteUpdate`]). Does not
+    /// advance the run's step count (see [`Trainer::advance`]). Returns each group's
+    /// gradient norm before clipping.
+    pub fn apply(
+        &mut self,
+        accumulated: Accumulated,
+        groups: &[UpdateGroup<'_, M>],
+    ) -> Result<Vec<f64>> {
+        let Accumulated { mut grads, loss } = accumulated;
+        let mut parts = Vec::with_capacity(groups.len());
+        for g in groups {
+            let mut part = (g.take)(&self.model, &mut grads);
+            let norm = clip_grad_norm(&self.model, &mut part, g.max_grad_norm);
+            if let Some((what, value)) = non_finite(loss, norm) {
+                return Err(TrainError::NonFiniteUpdate {
+                    step: self.step + 1,
+                    group: g.name,
+                    what,
+                    value,
+                    last_checkpoint: self
+                        .last_saved
+                        .map(|s| checkpoint::checkpoint_dir(&self.out_dir, s)),
+                });
+            }
+            parts.push((norm, part));
+        }
+        let mut norms = Vec::with_capacity(parts.len());
+        for (g, (norm, part)) in groups.iter().zip(parts) {
+            self.model = self.optim.step(g.lr, self.model.clone(), part);
+            norms.push(norm);
+        }
+        Ok(norms)
+    }
+
+    /// Counts one unit of progress done (for stages that update through
+    /// [`Trainer::apply`]; [`Trainer::step`] counts its own).
+    pub fn advance(&mut self) {
+        self.step += 1;
     }
 
     /// Appends an entry to the run log (flushed).
