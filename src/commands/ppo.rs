@@ -134,6 +134,19 @@ pub struct Args {
     checkpoint_every: Option<usize>,
 }
 
+/// The settings of `profile` with every key of `overrides` on top (an unknown key or a
+/// value of the wrong type is an error naming it).
+fn profile_with(
+    profile: Profile,
+    overrides: serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<PpoConfig> {
+    let mut merged = serde_json::to_value(PpoConfig::profile(profile))?;
+    for (k, v) in overrides {
+        merged[k] = v;
+    }
+    serde_json::from_value(merged).context("the [ppo] settings")
+}
+
 /// Runs `rlaif ppo`.
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let mut s = Settings::load(args.common.config.as_deref(), "ppo", &args)?;
@@ -154,12 +167,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let target_kl: Option<f64> = s.take("target_kl")?;
     let horizon: Option<f64> = s.take("kl_horizon")?;
     // The profile's values, then every key given (flags win over the settings file).
-    let overrides: serde_json::Map<String, serde_json::Value> = s.into_config()?;
-    let mut merged = serde_json::to_value(PpoConfig::profile(profile))?;
-    for (k, v) in overrides {
-        merged[k] = v;
-    }
-    let mut config: PpoConfig = serde_json::from_value(merged).context("the [ppo] settings")?;
+    let mut config = profile_with(profile, s.into_config()?)?;
     if let Some(target) = target_kl {
         config.adaptive_kl = Some(AdaptiveKl {
             target,
@@ -242,4 +250,28 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         }
     );
     Ok(Outcome::of(r.interrupted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::profile_with;
+    use rlaif::ppo::{PpoConfig, Profile};
+    use serde_json::json;
+
+    #[test]
+    fn keys_given_override_the_profile_and_the_rest_of_the_profile_stays() {
+        let over = json!({"kl_coef": 0.2, "iterations": 3})
+            .as_object()
+            .unwrap()
+            .clone();
+        let c = profile_with(Profile::Paper, over).unwrap();
+        let paper = PpoConfig::profile(Profile::Paper);
+        assert_eq!((c.kl_coef, c.iterations), (0.2, 3));
+        // The paper has no missing-EOS penalty although the default profile has one.
+        assert_eq!(c.missing_eos_penalty, None);
+        assert_eq!(c.max_new_tokens, paper.max_new_tokens);
+        let bad = json!({"kl_coeff": 0.2}).as_object().unwrap().clone();
+        let e = format!("{:#}", profile_with(Profile::Default, bad).unwrap_err());
+        assert!(e.contains("kl_coeff"), "{e}");
+    }
 }

@@ -298,6 +298,8 @@ fn run_rule(beta: f64, iterations: usize, dir: &std::path::Path) -> (f64, f64, f
         temperature: 1.0,
         max_new_tokens: 8,
         kl_coef: beta,
+        // The penalty of the KL-regularised objective the optimum below is computed for.
+        kl_estimator: KlKind::K1,
         policy_lr: 1e-2,
         critic_lr: 1e-2,
         missing_eos_penalty: None,
