@@ -116,8 +116,8 @@ fn bench_iteration(c: &mut Criterion) {
     });
     g.throughput(Throughput::Elements((4 * NEW) as u64));
     let train_device = device.autodiff();
-    let policy = lm.model.clone().fork(&train_device);
-    let critic = critic.fork(&train_device);
+    let policy = lm.model.clone().fork(&train_device).train();
+    let critic = critic.fork(&train_device).train();
     let idx: Vec<usize> = (0..4).collect();
     let (tokens, real, mask) = layout.batch(&idx, &train_device);
     let zeros = || Tensor::<2>::zeros([4, r], &train_device);
