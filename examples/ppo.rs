@@ -7,8 +7,11 @@
 //!   `preference_model` example's `target/preference_model/pm/model`), its score,
 //!   normalised with its `reward_stats.json`; the critic starts from the PM;
 //! - without it, a rule (documented in `rule_reward`): +1 when the answer declines (it
-//!   contains a refusal phrase), so the run shows PPO moving a real model in minutes
-//!   without a trained PM.
+//!   contains a refusal phrase). This runs the whole loop on a real model without a
+//!   trained PM, but the rule's signal is sparse for SmolLM2: in our run (8 iterations of 8
+//!   answers, 15 minutes on 2 busy cores) 2 of 64 rollout answers declined and the held-out
+//!   answers barely changed. For a measured effect use `--pm` (see `docs/ppo.md`: held-out
+//!   PM score 0.93 → 1.39 over 24 iterations), or more iterations.
 //!
 //! Prompts: the red-team file mixed with the helpful file (weights 3 : 1, as the RL stage
 //! of the paper mixes both); the last `--held-out` red-team prompts are never trained on
@@ -125,6 +128,9 @@ fn main() -> anyhow::Result<()> {
         policy_lr: args.lr,
         critic_lr: args.lr,
         samples_every: args.iterations.div_ceil(2).max(1),
+        // SmolLM2's answers run past 32 tokens: with the rule, a penalty on every answer
+        // would only shift the score column.
+        missing_eos_penalty: if pm.is_some() { Some(1.0) } else { None },
         seed: args.seed,
         ..Default::default()
     };
