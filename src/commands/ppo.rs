@@ -36,6 +36,8 @@ pub enum CriticArg {
     Pm,
     /// A copy of the policy with a zero head.
     Policy,
+    /// A zero head on the policy's own decoder (no second decoder).
+    Shared,
 }
 
 /// Flags of `rlaif ppo` (the keys of `PpoConfig`, plus the files).
@@ -163,7 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         Some("trl") => Profile::Trl,
         Some(other) => anyhow::bail!("profile: expected default, paper or trl, found {other:?}"),
     };
-    let critic_from_policy = matches!(s.take::<String>("critic")?.as_deref(), Some("policy"));
+    let critic_kind = s.take::<String>("critic")?;
     let target_kl: Option<f64> = s.take("target_kl")?;
     let horizon: Option<f64> = s.take("kl_horizon")?;
     // The profile's values, then every key given (flags win over the settings file).
@@ -197,10 +199,11 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let models = PpoModels::new(
         sl,
-        if critic_from_policy {
-            CriticInit::Policy
-        } else {
-            CriticInit::RewardModel(&pm)
+        match critic_kind.as_deref() {
+            None | Some("pm") => CriticInit::RewardModel(&pm),
+            Some("policy") => CriticInit::Policy,
+            Some("shared") => CriticInit::SharedTrunk,
+            Some(other) => anyhow::bail!("critic: expected pm, policy or shared, found {other:?}"),
         },
     )?;
     let terminal = Terminal::new(Interrupt::install()?);

@@ -4,9 +4,10 @@
 //! the frozen SL model.
 //!
 //! - Models ([`PpoModels`]): the SL model, which is the frozen reference and the policy's
-//!   start; a critic (decoder + scalar head read at every position) started from the
-//!   preference model ([`CriticInit::RewardModel`], as TRL and OpenRLHF) or from the
-//!   policy with a zero head.
+//!   start; a critic (a scalar head read at every position) on a decoder of its own,
+//!   started from the preference model ([`CriticInit::RewardModel`], as TRL and OpenRLHF)
+//!   or from the policy with a zero head, or on the policy's own decoder
+//!   ([`CriticInit::SharedTrunk`]: one forward pass for log-probs and values).
 //! - The reward ([`Reward`]): any [`rlaif_core::RewardModel`] with its normalisation
 //!   statistics (the preference model's `reward_stats.json`), or a function of (prompt,
 //!   response); the score lands on the last real response token, never on padding, with a
@@ -81,6 +82,7 @@ pub use error::{PpoError, Result};
 pub use kl_control::KlController;
 pub use prompts::{PromptMix, PromptSet, chat_prompt};
 pub use reward::{Reward, RewardFn};
+pub use rollout::Critic;
 pub use train::{
     CriticInit, IterationLog, LogEntry, POLICY_DIR, PpoModels, PpoNets, PpoOutcome, PpoReport,
     PpoState, REPORT_FILE, SAMPLES_FILE, SampleRecord, SamplesLog, train,

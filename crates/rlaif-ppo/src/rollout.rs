@@ -15,6 +15,7 @@
 //! function on the same layout, so the ratio before the first update is exactly 1.
 
 use crate::error::{PpoError, Result};
+use burn::module::{Module, Param};
 use burn::prelude::*;
 use rlaif_kernels::token_logprobs_with_entropy;
 use rlaif_lm::Llama;
@@ -121,6 +122,36 @@ pub fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .map_err(|e| rlaif_lm::LmError::Backend(format!("reading a tensor back: {e:?}")).into())
 }
 
+/// The final hidden states `[n, R, H]` that predict the response tokens of a layout batch
+/// (columns `P − 1 … P + R − 2`; see the [module docs](self)).
+pub fn response_hidden(
+    model: &Llama,
+    tokens: Tensor<2, Int>,
+    real: &[Vec<bool>],
+    p: usize,
+    r: usize,
+) -> Tensor<3> {
+    let (positions, mask) = positions_and_mask(real, &tokens.device());
+    model
+        .hidden(tokens, positions, &mask, None)
+        .slice_dim(1, p - 1..p + r - 1)
+}
+
+/// Log-probabilities and entropies `[n, R]` of the response tokens (columns `P … P + R − 1`
+/// of `tokens`) from their [`response_hidden`] states, at `temperature`.
+pub fn logprobs_from_hidden(
+    model: &Llama,
+    hidden: Tensor<3>,
+    tokens: Tensor<2, Int>,
+    p: usize,
+    r: usize,
+    temperature: f32,
+) -> Result<(Tensor<2>, Tensor<2>)> {
+    let logits = model.logits(hidden);
+    let targets = tokens.slice_dim(1, p..p + r);
+    Ok(token_logprobs_with_entropy(logits, targets, temperature)?)
+}
+
 /// Log-probabilities and entropies `[n, R]` of the response tokens of a layout batch
 /// under `model` at `temperature` (see the [module docs](self)); differentiable when the
 /// model is on an autodiff device. Padded slots hold meaningless values: mask them.
@@ -132,16 +163,56 @@ pub fn policy_logprobs(
     r: usize,
     temperature: f32,
 ) -> Result<(Tensor<2>, Tensor<2>)> {
-    let (positions, mask) = positions_and_mask(real, &tokens.device());
-    let hidden = model.hidden(tokens.clone(), positions, &mask, None);
-    let logits = model.logits(hidden.slice_dim(1, p - 1..p + r - 1));
-    let targets = tokens.slice_dim(1, p..p + r);
-    Ok(token_logprobs_with_entropy(logits, targets, temperature)?)
+    let hidden = response_hidden(model, tokens.clone(), real, p, r);
+    logprobs_from_hidden(model, hidden, tokens, p, r, temperature)
 }
 
-/// The critic's values `[n, R]`: `V(s_t)` for the state before response token `t` (the
-/// hidden state at column `P + t − 1` times the head), as TRL's
-/// `value[:, context_length − 1 : −1]`.
+/// Values `[n, R]` from [`response_hidden`] states and a `[H, 1]` head.
+pub fn head_values(hidden: Tensor<3>, head: &Param<Tensor<2>>) -> Tensor<2> {
+    let [n, r, hd] = hidden.dims();
+    hidden
+        .reshape([n * r, hd])
+        .matmul(head.val())
+        .reshape([n, r])
+}
+
+/// The critic PPO trains: a scalar head read at every position, on its own decoder or on
+/// the policy's (a shared trunk: one forward pass gives log-probs and values, and the
+/// value loss also trains the policy's decoder).
+#[derive(Module, Debug)]
+pub struct Critic {
+    /// Its own decoder (`None`: the policy's).
+    pub backbone: Option<Llama>,
+    /// The head, `[hidden, 1]`.
+    pub head: Param<Tensor<2>>,
+}
+
+impl Critic {
+    /// A critic with its own decoder (e.g. the preference model's).
+    pub fn separate(net: RewardNet) -> Self {
+        Self {
+            backbone: Some(net.backbone),
+            head: net.head,
+        }
+    }
+
+    /// Values `[n, R]`: `V(s_t)` for the state before response token `t` (the hidden
+    /// state at column `P + t − 1` times the head), as TRL's
+    /// `value[:, context_length − 1 : −1]`; `policy` is the trunk when it is shared.
+    pub fn values(
+        &self,
+        policy: &Llama,
+        tokens: Tensor<2, Int>,
+        real: &[Vec<bool>],
+        p: usize,
+        r: usize,
+    ) -> Tensor<2> {
+        let trunk = self.backbone.as_ref().unwrap_or(policy);
+        head_values(response_hidden(trunk, tokens, real, p, r), &self.head)
+    }
+}
+
+/// [`Critic::values`] of a critic with its own decoder (a [`RewardNet`]).
 pub fn critic_values(
     critic: &RewardNet,
     tokens: Tensor<2, Int>,
@@ -149,12 +220,8 @@ pub fn critic_values(
     p: usize,
     r: usize,
 ) -> Tensor<2> {
-    let (positions, mask) = positions_and_mask(real, &tokens.device());
-    let n = tokens.dims()[0];
-    let hidden = critic.backbone.hidden(tokens, positions, &mask, None);
-    let h = hidden.slice_dim(1, p - 1..p + r - 1);
-    let hd = h.dims()[2];
-    h.reshape([n * r, hd])
-        .matmul(critic.head.val())
-        .reshape([n, r])
+    head_values(
+        response_hidden(&critic.backbone, tokens, real, p, r),
+        &critic.head,
+    )
 }

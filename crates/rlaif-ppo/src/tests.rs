@@ -287,8 +287,27 @@ fn a_nan_in_a_masked_slot_changes_nothing() {
 
 /// Mean reward of the first and last `k` iterations, and the mean KL of the last `k`.
 fn run_rule(beta: f64, iterations: usize, dir: &std::path::Path) -> (f64, f64, f64) {
-    let models = PpoModels::new(lm(5), CriticInit::Policy).unwrap();
-    let count = |_: &Prompt, r: &str| r.matches('a').count() as f32;
+    run_rule_with(CriticInit::Policy, beta, iterations, dir)
+}
+
+fn run_rule_with(
+    critic: CriticInit<'_>,
+    beta: f64,
+    iterations: usize,
+    dir: &std::path::Path,
+) -> (f64, f64, f64) {
+    run_rule_seed(critic, beta, iterations, dir, 1)
+}
+
+fn run_rule_seed(
+    critic: CriticInit<'_>,
+    beta: f64,
+    iterations: usize,
+    dir: &std::path::Path,
+    seed: u64,
+) -> (f64, f64, f64) {
+    let models = PpoModels::new(lm(5), critic).unwrap();
+    let count = |_: &Prompt, r: &str| r.matches(['a', 'e', 'i', 'o', 'u']).count() as f32;
     let config = PpoConfig {
         iterations,
         rollouts_per_iteration: 16,
@@ -304,7 +323,7 @@ fn run_rule(beta: f64, iterations: usize, dir: &std::path::Path) -> (f64, f64, f
         critic_lr: 1e-2,
         missing_eos_penalty: None,
         samples_every: 0,
-        seed: 1,
+        seed,
         ..Default::default()
     };
     let run = train(
@@ -330,37 +349,54 @@ fn run_rule(beta: f64, iterations: usize, dir: &std::path::Path) -> (f64, f64, f
     )
 }
 
-/// The KL-regularised optimum of a reward of +1 per `a`, per token over 259 near-uniform
-/// tokens: π*(a) ∝ π_ref(a)·exp(1/β) (Ziegler et al. 2019; Rafailov et al. 2023, eq. 4), so
-/// with β = 0.2 π*(a) = e⁵/(258 + e⁵) ≈ 0.365: 2.9 `a`s per 8-token answer at a KL of
-/// ≈ 8 · 1.37 ≈ 11 nats; collapsing onto `a` would cost ≈ 8 · ln 259 ≈ 44 nats, and
-/// chance is 8/259 ≈ 0.03 `a`s.
+/// The KL-regularised optimum of a reward of +1 per vowel (5 of 259 near-uniform tokens):
+/// π*(x) ∝ π_ref(x)·exp(r(x)/β) per token (Ziegler et al. 2019; Rafailov et al. 2023,
+/// eq. 4). At β = 0.3 each vowel gets e^{10/3}/(254 + 5e^{10/3}) ≈ 0.071: 2.8 vowels per
+/// 8-token answer at a KL of ≈ 8 · 0.76 ≈ 6.1 nats; at β = 1, 0.41 vowels at ≈ 0.15 nats.
+/// Chance is 8 · 5/259 ≈ 0.15 vowels; collapsing onto the vowels would cost ≈ 32 nats.
+/// Forty iterations get part of the way (seeds 1–3, both critics: 0.95–1.7 vowels at
+/// 1.8–4.2 nats), so the assertions ask for a clear rise, a KL below the optimum's
+/// neighbourhood, and a much smaller KL at β = 1.
 #[test]
 fn a_rule_based_reward_is_learned_and_a_larger_beta_keeps_the_policy_closer() {
     let d1 = tempfile::tempdir().unwrap();
-    let (start, end, kl) = run_rule(0.2, 40, d1.path());
-    eprintln!("β 0.2: mean count {start:.3} → {end:.3}, KL {kl:.3}");
+    let (start, end, kl) = run_rule(0.3, 40, d1.path());
+    eprintln!("β 0.3: mean count {start:.3} → {end:.3}, KL {kl:.3}");
     assert!(
-        start < 0.2 && end > 1.0,
-        "mean 'a' count per answer: first 5 iterations {start:.3}, last 5 {end:.3}"
+        end > 0.6 && end > 2.0 * start,
+        "mean vowel count per answer: first 5 iterations {start:.3}, last 5 {end:.3}"
     );
-    assert!(end < 3.5, "beyond the regularised optimum (2.9): {end:.3}");
     assert!(
-        kl > 1.0 && kl < 16.0,
-        "KL stays near the regularised optimum (≈ 11), far from collapse (≈ 44): {kl:.3}"
+        kl > 0.3 && kl < 9.0,
+        "KL stays near the regularised optimum (≈ 6), far from collapse (≈ 32): {kl:.3}"
     );
     let d2 = tempfile::tempdir().unwrap();
     let (_, end_large, kl_large) = run_rule(1.0, 40, d2.path());
     eprintln!("β 1: mean count → {end_large:.3}, KL {kl_large:.3}");
     assert!(
-        kl_large < 0.25 * kl,
-        "KL with β = 1: {kl_large:.3}; with β = 0.2: {kl:.3}"
+        kl_large < 0.5 * kl,
+        "KL with β = 1: {kl_large:.3}; with β = 0.3: {kl:.3}"
     );
     assert!(d1.path().join("curves.svg").exists() && d1.path().join("policy/config.json").exists());
 }
 
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one_bitwise() {
+    for shared in [false, true] {
+        resume_matches(shared);
+    }
+}
+
+/// The resume test with a critic of its own or on the policy's trunk.
+fn resume_matches(shared: bool) {
+    let init = || {
+        let critic = if shared {
+            CriticInit::SharedTrunk
+        } else {
+            CriticInit::Policy
+        };
+        PpoModels::new(lm(2), critic).unwrap()
+    };
     let count = |_: &Prompt, r: &str| r.matches('e').count() as f32;
     let config = PpoConfig {
         iterations: 4,
@@ -384,7 +420,7 @@ fn a_resumed_run_equals_an_uninterrupted_one_bitwise() {
     let held = records(2);
     let once = tempfile::tempdir().unwrap();
     let a = train(
-        PpoModels::new(lm(2), CriticInit::Policy).unwrap(),
+        init(),
         &Reward::function(&count),
         &mix(5),
         &held,
@@ -411,7 +447,7 @@ fn a_resumed_run_equals_an_uninterrupted_one_bitwise() {
     }
     let stop = StopAfter(Default::default(), 2);
     let part = train(
-        PpoModels::new(lm(2), CriticInit::Policy).unwrap(),
+        init(),
         &Reward::function(&count),
         &mix(5),
         &held,
@@ -427,7 +463,7 @@ fn a_resumed_run_equals_an_uninterrupted_one_bitwise() {
         ..config.clone()
     };
     let e = train(
-        PpoModels::new(lm(2), CriticInit::Policy).unwrap(),
+        init(),
         &Reward::function(&count),
         &mix(5),
         &held,
@@ -439,7 +475,7 @@ fn a_resumed_run_equals_an_uninterrupted_one_bitwise() {
     .unwrap();
     assert!(e.to_string().contains("kl_coef"), "{e}");
     let b = train(
-        PpoModels::new(lm(2), CriticInit::Policy).unwrap(),
+        init(),
         &Reward::function(&count),
         &mix(5),
         &held,
@@ -506,4 +542,16 @@ fn a_prompt_too_long_for_the_budget_names_its_file_and_id() {
         "{msg}"
     );
     let _ = FinishReason::Eos;
+}
+
+#[test]
+fn a_critic_on_the_policys_trunk_learns_too() {
+    let d = tempfile::tempdir().unwrap();
+    let (start, end, kl) = run_rule_with(CriticInit::SharedTrunk, 0.3, 40, d.path());
+    eprintln!("shared trunk, β 0.3: mean count {start:.3} → {end:.3}, KL {kl:.3}");
+    assert!(
+        end > 0.6 && end > 2.0 * start,
+        "first 5 iterations {start:.3}, last 5 {end:.3}"
+    );
+    assert!(kl > 0.3 && kl < 9.0, "KL {kl:.3}");
 }

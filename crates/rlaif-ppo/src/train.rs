@@ -50,7 +50,9 @@ use crate::loss::{BatchTargets, ppo_loss};
 use crate::plot::{CURVES_SVG, curves_svg};
 use crate::prompts::{DrawPosition, PromptMix, chat_prompt};
 use crate::reward::{Reward, shape_scores, token_rewards};
-use crate::rollout::{Layout, critic_values, host, policy_logprobs, rows};
+use crate::rollout::{
+    Critic, Layout, head_values, host, logprobs_from_hidden, policy_logprobs, response_hidden, rows,
+};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -74,8 +76,9 @@ use std::time::Instant;
 pub struct PpoNets {
     /// The policy π.
     pub policy: Llama,
-    /// The critic: a decoder with a scalar head read at every position.
-    pub critic: RewardNet,
+    /// The critic: a scalar head read at every position, on its own decoder or the
+    /// policy's.
+    pub critic: Critic,
 }
 
 /// Where the critic starts.
@@ -85,6 +88,10 @@ pub enum CriticInit<'a> {
     RewardModel(&'a PreferenceModel),
     /// A copy of the policy's decoder with a zero head.
     Policy,
+    /// No decoder of its own: a zero head on the policy's decoder (one forward pass gives
+    /// log-probs and values; the value loss, weighted by `vf_coef`, also trains the
+    /// policy's decoder). Saves a decoder and its AdamW state.
+    SharedTrunk,
 }
 
 /// The policy's starting point (the SL model, also the frozen reference) and the critic.
@@ -93,7 +100,7 @@ pub struct PpoModels {
     /// tokenizer and chat template render the prompts.
     pub sl: LanguageModel,
     /// The critic's initial weights.
-    pub critic: RewardNet,
+    pub critic: Critic,
 }
 
 /// Gives every parameter a new id (a copied module must not share ids with the module it
@@ -109,32 +116,40 @@ impl ModuleMapper for FreshIds {
 impl PpoModels {
     /// The SL model and a critic started as `critic` says.
     pub fn new(sl: LanguageModel, critic: CriticInit<'_>) -> Result<Self> {
+        let hidden = sl.config.hidden_size;
+        let zero_head = || Param::from_tensor(Tensor::zeros([hidden, 1], &sl.device()));
         let critic = match critic {
             CriticInit::RewardModel(pm) => {
                 let mut backbone = pm.lm.model.clone();
                 backbone.lm_head = None;
-                RewardNet {
+                Critic::separate(RewardNet {
                     backbone,
                     head: pm.head.clone(),
-                }
+                })
             }
             CriticInit::Policy => {
                 let mut backbone = sl.model.clone();
                 backbone.lm_head = None;
-                let hidden = sl.config.hidden_size;
-                RewardNet {
-                    backbone,
-                    head: Param::from_tensor(Tensor::zeros([hidden, 1], &sl.device())),
+                Critic {
+                    backbone: Some(backbone),
+                    head: zero_head(),
                 }
             }
+            CriticInit::SharedTrunk => Critic {
+                backbone: None,
+                head: zero_head(),
+            },
         };
-        if critic.backbone.vocab_size() != sl.model.vocab_size() {
+        if let Some(b) = &critic.backbone
+            && (b.vocab_size() != sl.model.vocab_size() || critic.head.dims()[0] != hidden)
+        {
             return Err(PpoError::Config {
                 field: "critic",
                 message: format!(
-                    "the critic's vocabulary ({}) differs from the policy's ({}): the preference \
-                     model must share the policy's tokenizer",
-                    critic.backbone.vocab_size(),
+                    "the critic's vocabulary and width ({}, {}) differ from the policy's ({}, \
+                     {hidden}): the preference model must share the policy's tokenizer",
+                    b.vocab_size(),
+                    critic.head.dims()[0],
                     sl.model.vocab_size()
                 ),
             });
@@ -412,6 +427,14 @@ pub fn train(
         .with_fact("model config", sl.config.to_hf_json())
         .with_fact("prompts", prompts.fingerprint())
         .with_fact(
+            "critic",
+            if critic.backbone.is_some() {
+                "own decoder"
+            } else {
+                "shared trunk"
+            },
+        )
+        .with_fact(
             "reward statistics",
             serde_json::to_value(reward.stats()).unwrap_or_default(),
         );
@@ -616,7 +639,7 @@ pub fn train(
             let exp = experience(
                 &policy_now,
                 &reference,
-                &trainer.model().critic.valid(),
+                &trainer.model().critic.clone().no_grad(),
                 &prompt_ids,
                 &responses,
                 &scores,
@@ -684,16 +707,22 @@ pub fn train(
                             let idx = micro[i];
                             let w = tokens_of(idx) / total_tokens;
                             let (tokens, real, mask) = exp.layout.batch(idx, &train_device);
-                            let (logp, entropy) = policy_logprobs(
+                            // One pass through the policy's decoder; with a shared
+                            // trunk its hidden states also give the values.
+                            let p = exp.layout.p;
+                            let hidden = response_hidden(&nets.policy, tokens.clone(), &real, p, r);
+                            let (logp, entropy) = logprobs_from_hidden(
                                 &nets.policy,
+                                hidden.clone(),
                                 tokens.clone(),
-                                &real,
-                                exp.layout.p,
+                                p,
                                 r,
                                 config.temperature,
                             )?;
-                            let values =
-                                critic_values(&nets.critic, tokens, &real, exp.layout.p, r);
+                            let values = match &nets.critic.backbone {
+                                None => head_values(hidden, &nets.critic.head),
+                                Some(_) => nets.critic.values(&nets.policy, tokens, &real, p, r),
+                            };
                             let targets = BatchTargets {
                                 old_logp: rows(&exp.old_logp, r, idx, &train_device),
                                 old_values: rows(&exp.old_values, r, idx, &train_device),
@@ -857,7 +886,7 @@ pub fn train(
 pub(crate) fn experience(
     policy: &Llama,
     reference: &Llama,
-    critic: &RewardNet,
+    critic: &Critic,
     prompt_ids: &[Vec<u32>],
     responses: &[Vec<u32>],
     scores: &[f32],
@@ -881,8 +910,7 @@ pub(crate) fn experience(
         let (rlp, _) = policy_logprobs(reference, tokens.clone(), &real, p, r, config.temperature)?;
         old_logp.extend(host(lp)?);
         ref_logp.extend(host(rlp)?);
-        let (tokens, real, _) = layout.batch(idx, &critic.backbone.device());
-        old_values.extend(host(critic_values(critic, tokens, &real, p, r))?);
+        old_values.extend(host(critic.values(policy, tokens, &real, p, r))?);
     }
     let mask = Tensor::<2>::from_data(TensorData::new(layout.mask.clone(), [b, r]), device);
     let t = |v: &[f32]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [b, r]), device);
