@@ -42,6 +42,7 @@
 
 pub use rlaif_constitution as constitution;
 pub use rlaif_core as core;
+pub use rlaif_eval as eval;
 pub use rlaif_feedback as feedback;
 pub use rlaif_kernels as kernels;
 pub use rlaif_lm as lm;
