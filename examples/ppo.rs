@@ -163,12 +163,15 @@ fn main() -> anyhow::Result<()> {
     }
     if let (Some(a), Some(b)) = (r.samples.first(), r.samples.last()) {
         println!(
-            "\nHeld-out prompts ({}, greedy): mean score {:.3} at iteration {} → {:.3} at iteration {}",
+            "\nHeld-out prompts ({}, greedy): mean score {:.3} at iteration {} → {:.3} at iteration {}; \
+             refusals (phrase detector) {:.0}% → {:.0}%",
             held.len(),
             a.score_mean,
             a.step,
             b.score_mean,
-            b.step
+            b.step,
+            100.0 * a.refusal_rate,
+            100.0 * b.refusal_rate
         );
         let samples: Vec<SampleRecord> =
             std::fs::read_to_string(args.out.join(rlaif_ppo::SAMPLES_FILE))?

@@ -221,8 +221,11 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let last = r.log.last();
     let held_scores = match (r.samples.first(), r.samples.last()) {
         (Some(a), Some(b)) if r.samples.len() > 1 => format!(
-            "; held-out greedy score {:.3} → {:.3}",
-            a.score_mean, b.score_mean
+            "; held-out greedy score {:.3} → {:.3}, refusals {:.0}% → {:.0}%",
+            a.score_mean,
+            b.score_mean,
+            100.0 * a.refusal_rate,
+            100.0 * b.refusal_rate
         ),
         _ => String::new(),
     };

@@ -61,6 +61,7 @@ use rlaif_core::jsonl::{JsonlAppender, Verdict};
 use rlaif_core::progress::{Observer, Progress};
 use rlaif_core::seed::{derive_seed, stream_rng};
 use rlaif_core::{FinishReason, Prompt, SamplingParams};
+use rlaif_eval::refusal::is_refusal;
 use rlaif_kernels::{GaeConfig, WhitenConfig, gae, masked_whiten};
 use rlaif_lm::{LanguageModel, Llama};
 use rlaif_pm::{PreferenceModel, RewardNet};
@@ -266,6 +267,10 @@ pub struct SamplesLog {
     /// Share of answers that ended with EOS.
     #[serde(rename = "eval/eos_share")]
     pub eos_share: f64,
+    /// Share of answers that refuse, by `rlaif_eval::refusal` (phrase matching: a measure
+    /// that depends on no model trained here).
+    #[serde(rename = "eval/refusal_rate")]
+    pub refusal_rate: f64,
 }
 
 /// One line of `log.jsonl`.
@@ -304,6 +309,8 @@ pub struct SampleRecord {
     pub score: f32,
     /// Whether it ended with EOS.
     pub eos: bool,
+    /// Whether it refuses (`rlaif_eval::refusal::is_refusal`).
+    pub refusal: bool,
 }
 
 /// What a run did, over all its sessions. Written to `report.json`.
@@ -535,6 +542,7 @@ pub fn train(
                 raw_score: raw,
                 score,
                 eos: c.finish_reason == FinishReason::Eos,
+                refusal: is_refusal(&c.text),
             })?;
         }
         let n = norm.len() as f64;
@@ -558,6 +566,7 @@ pub fn train(
                 .filter(|c| c.finish_reason == FinishReason::Eos)
                 .count() as f64
                 / n,
+            refusal_rate: completions.iter().filter(|c| is_refusal(&c.text)).count() as f64 / n,
         };
         trainer.log(&LogEntry::Samples(entry.clone()))?;
         report.samples.push(entry);
