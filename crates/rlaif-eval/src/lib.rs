@@ -1,8 +1,14 @@
-//! Evaluation of a Constitutional AI run. So far: [`refusal`], a deterministic refusal
-//! detector, so that one measure of harmlessness (the refusal rate on harmful prompts) and
-//! of over-caution (the over-refusal rate on benign ones) depends on no model trained
-//! here. (The AI-judge win rates, Elo scores and the report of the `rlaif eval` command
-//! are planned.)
+//! Evaluation of a Constitutional AI run. So far, the measures without models:
+//!
+//! - [`refusal`]: a deterministic refusal detector, so that one measure of harmlessness
+//!   (the refusal rate on harmful prompts) and of over-caution (the over-refusal rate on
+//!   benign ones) depends on no model trained here;
+//! - [`winrate`]: win rates (ties half) with Wilson intervals;
+//! - [`elo`]: Bradley–Terry maximum-likelihood Elo scores with bootstrap intervals, the
+//!   paper's Fig. 2 measure.
+//!
+//! (Answers from several models, the AI judge over them, and the report of the
+//! `rlaif eval` command are planned.)
 //!
 //! ```
 //! use rlaif_eval::refusal::{is_refusal, refusal_rate};
@@ -16,4 +22,6 @@
 
 #![warn(missing_docs)]
 
+pub mod elo;
 pub mod refusal;
+pub mod winrate;
