@@ -60,6 +60,9 @@ pub enum PpoError {
     /// A file could not be written.
     #[error(transparent)]
     File(#[from] rlaif_core::fs::FileError),
+    /// A value could not be written as JSON.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
     /// The prompt files could not be read.
     #[error(transparent)]
     Revision(#[from] rlaif_revision::RevisionError),

@@ -64,6 +64,8 @@ impl PromptSet {
 pub struct Drawn {
     /// Index of the set.
     pub set: usize,
+    /// Index of the prompt in its set.
+    pub index: usize,
     /// The prompt record.
     pub record: PromptRecord,
 }
@@ -117,9 +119,11 @@ impl PromptMix {
                 let pass = derive_seed(&[seed, set as u64, count / len]);
                 order.shuffle(&mut stream_rng(pass, 0));
                 position.drawn[set] += 1;
+                let index = order[(count % len) as usize];
                 Drawn {
                     set,
-                    record: prompts[order[(count % len) as usize]].clone(),
+                    index,
+                    record: prompts[index].clone(),
                 }
             })
             .collect()

@@ -555,3 +555,62 @@ fn a_critic_on_the_policys_trunk_learns_too() {
     );
     assert!(kl > 0.3 && kl < 9.0, "KL {kl:.3}");
 }
+
+/// Two iterations of 8 rollouts in minibatches of 2 (8 updates per iteration) at a large
+/// learning rate, with `tweak` applied to the config.
+fn guarded_run(tweak: impl Fn(&mut PpoConfig)) -> Vec<crate::IterationLog> {
+    let count = |_: &Prompt, r: &str| r.matches('e').count() as f32;
+    let mut config = PpoConfig {
+        iterations: 2,
+        rollouts_per_iteration: 8,
+        minibatch_size: 2,
+        micro_batch_size: 2,
+        max_new_tokens: 6,
+        temperature: 1.0,
+        policy_lr: 3e-2,
+        critic_lr: 3e-2,
+        samples_every: 0,
+        seed: 4,
+        ..Default::default()
+    };
+    tweak(&mut config);
+    let dir = tempfile::tempdir().unwrap();
+    let models = PpoModels::new(lm(6), CriticInit::Policy).unwrap();
+    train(
+        models,
+        &Reward::function(&count),
+        &mix(8),
+        &[],
+        &config,
+        dir.path(),
+        &AtomicBool::new(false),
+    )
+    .unwrap()
+    .report
+    .log
+}
+
+#[test]
+fn minibatches_above_the_ratio_threshold_are_skipped_and_counted() {
+    let free = guarded_run(|_| {});
+    assert!(
+        free.iter()
+            .all(|l| l.updates == 8 && l.skipped_minibatches == 0)
+    );
+    let guarded = guarded_run(|c| c.ratio_threshold = 1.000_001);
+    for l in &guarded {
+        // The iteration's first minibatch has ratio exactly 1 and is applied.
+        assert!(l.updates >= 1, "{l:?}");
+        assert_eq!(l.updates + l.skipped_minibatches, 8);
+    }
+    assert!(guarded.iter().map(|l| l.skipped_minibatches).sum::<usize>() > 0);
+}
+
+#[test]
+fn approx_kl_above_its_limit_stops_the_iterations_updates() {
+    let stopped = guarded_run(|c| c.approx_kl_stop = Some(1e-9));
+    for l in &stopped {
+        // The first update has approx-KL exactly 0 (ratio 1); the second exceeds the limit.
+        assert!(l.early_stopped && l.updates == 2, "{l:?}");
+    }
+}

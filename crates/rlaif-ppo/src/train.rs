@@ -596,15 +596,7 @@ pub fn train(
             let drawn = prompts.draw(config.seed, it, b, &mut trainer.state.position);
             let prompt_ids: Vec<Vec<u32>> = drawn
                 .iter()
-                .map(|d| {
-                    let set = &prompts.sets[d.set];
-                    let i = set
-                        .prompts
-                        .iter()
-                        .position(|p| p.id == d.record.id)
-                        .unwrap_or(0);
-                    encoded[d.set][i].clone()
-                })
+                .map(|d| encoded[d.set][d.index].clone())
                 .collect();
             // 2. Generation at temperature T, no top-k / top-p.
             let t0 = Instant::now();
@@ -884,8 +876,7 @@ pub fn train(
         curves_svg(&report.log, &report.samples, &path)?;
         report.plot = Some(path);
     }
-    let json = serde_json::to_vec_pretty(&report)
-        .map_err(|e| PpoError::Reward(format!("writing the report: {e}")))?;
+    let json = serde_json::to_vec_pretty(&report)?;
     rlaif_core::fs::write_atomic(&out_dir.join(REPORT_FILE), &json)?;
     Ok(PpoOutcome { policy, report })
 }

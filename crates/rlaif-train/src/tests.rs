@@ -410,6 +410,20 @@ fn parameter_groups_update_as_two_optimizers_with_their_own_learning_rates() {
     .trainer;
     let take_a = |m: &Pair, g: &mut burn::optim::GradientsParams| crate::take_grads(&m.a, g);
     let take_b = |m: &Pair, g: &mut burn::optim::GradientsParams| crate::take_grads(&m.b, g);
+    let groups = [
+        crate::UpdateGroup {
+            name: "a",
+            lr: 0.05,
+            max_grad_norm: None,
+            take: &take_a,
+        },
+        crate::UpdateGroup {
+            name: "b",
+            lr: 0.002,
+            max_grad_norm: None,
+            take: &take_b,
+        },
+    ];
     for _ in 0..3 {
         let acc = t
             .accumulate(2, |m: &Pair, i| {
@@ -418,20 +432,6 @@ fn parameter_groups_update_as_two_optimizers_with_their_own_learning_rates() {
                 )
             })
             .unwrap();
-        let groups = [
-            crate::UpdateGroup {
-                name: "a",
-                lr: 0.05,
-                max_grad_norm: None,
-                take: &take_a,
-            },
-            crate::UpdateGroup {
-                name: "b",
-                lr: 0.002,
-                max_grad_norm: None,
-                take: &take_b,
-            },
-        ];
         let norms = t.apply(acc, &groups).unwrap();
         assert_eq!(norms.len(), 2);
         t.advance();
@@ -454,20 +454,6 @@ fn parameter_groups_update_as_two_optimizers_with_their_own_learning_rates() {
             )
         })
         .unwrap();
-    let groups = [
-        crate::UpdateGroup {
-            name: "a",
-            lr: 0.05,
-            max_grad_norm: None,
-            take: &take_a,
-        },
-        crate::UpdateGroup {
-            name: "b",
-            lr: 0.002,
-            max_grad_norm: None,
-            take: &take_b,
-        },
-    ];
     match t.apply(acc, &groups) {
         Err(TrainError::NonFiniteUpdate {
             step: 4,
