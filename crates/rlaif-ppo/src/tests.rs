@@ -10,7 +10,7 @@ use crate::reward::{Reward, shape_scores, token_rewards};
 use crate::rollout::{Layout, host, policy_logprobs, rows};
 use crate::train::{CriticInit, PpoModels, SampleRecord, experience, train};
 use burn::prelude::*;
-use rlaif_core::{FinishReason, Prompt, SamplingParams};
+use rlaif_core::{Prompt, SamplingParams};
 use rlaif_kernels::KlEstimator;
 use rlaif_lm::LanguageModel;
 use rlaif_lm::tiny::{tiny_config, tiny_lm};
@@ -159,7 +159,6 @@ fn the_ratio_is_exactly_one_before_the_first_update_and_the_kl_to_itself_is_zero
     };
     let (sl, prompt_ids, completions) = tiny_rollout(&config);
     let responses: Vec<Vec<u32>> = completions.iter().map(|c| c.token_ids.clone()).collect();
-    assert!(responses.iter().any(|r| r.len() < 10) || responses.iter().all(|r| r.len() == 10));
     let models = PpoModels::new(sl, CriticInit::Policy).unwrap();
     let device = Device::default();
     let train_device = device.clone().autodiff();
@@ -541,7 +540,6 @@ fn a_prompt_too_long_for_the_budget_names_its_file_and_id() {
         msg.contains("red.jsonl") && msg.contains("long-one"),
         "{msg}"
     );
-    let _ = FinishReason::Eos;
 }
 
 #[test]
