@@ -30,7 +30,7 @@ use rlaif_core::{Prompt, SamplingParams};
 use rlaif_lm::LanguageModel;
 use rlaif_pm::{HeadInit, PreferenceModel, RewardNet};
 use rlaif_ppo::loss::{BatchTargets, ppo_loss};
-use rlaif_ppo::rollout::{Layout, critic_values, policy_logprobs};
+use rlaif_ppo::rollout::{Critic, Layout, policy_logprobs};
 use rlaif_ppo::{PpoConfig, chat_prompt};
 use std::time::Duration;
 
@@ -92,10 +92,10 @@ fn bench_iteration(c: &mut Criterion) {
         HeadInit::default(),
     )
     .expect("a scalar head");
-    let critic = RewardNet {
+    let critic = Critic::separate(RewardNet {
         backbone: pm.lm.model.clone(),
         head: pm.head.clone(),
-    };
+    });
     let reference = lm.model.clone();
     let pairs: Vec<(Prompt, String)> = prompt_objs
         .iter()
@@ -109,7 +109,7 @@ fn bench_iteration(c: &mut Criterion) {
                 policy_logprobs(&lm.model, tokens.clone(), &real, p, r, 0.7).expect("policy");
             let (rlp, _) =
                 policy_logprobs(&reference, tokens.clone(), &real, p, r, 0.7).expect("reference");
-            let v = critic_values(&critic, tokens, &real, p, r);
+            let v = critic.values(&lm.model, tokens, &real, p, r);
             let s = pm.score_pairs(&pairs).expect("scores");
             (lp.into_data(), rlp.into_data(), v.into_data(), s)
         })
@@ -132,7 +132,7 @@ fn bench_iteration(c: &mut Criterion) {
         b.iter(|| {
             let (logp, ent) =
                 policy_logprobs(&policy, tokens.clone(), &real, p, r, 0.7).expect("policy");
-            let values = critic_values(&critic, tokens.clone(), &real, p, r);
+            let values = critic.values(&policy, tokens.clone(), &real, p, r);
             let parts = ppo_loss(logp, ent, values, &targets, &config).expect("loss");
             parts.total.backward()
         })

@@ -211,17 +211,3 @@ impl Critic {
         head_values(response_hidden(trunk, tokens, real, p, r), &self.head)
     }
 }
-
-/// [`Critic::values`] of a critic with its own decoder (a [`RewardNet`]).
-pub fn critic_values(
-    critic: &RewardNet,
-    tokens: Tensor<2, Int>,
-    real: &[Vec<bool>],
-    p: usize,
-    r: usize,
-) -> Tensor<2> {
-    head_values(
-        response_hidden(&critic.backbone, tokens, real, p, r),
-        &critic.head,
-    )
-}
