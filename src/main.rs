@@ -18,7 +18,7 @@
 //! as the flags; flags win), draws progress on stderr, ends with a one-paragraph summary,
 //! and exits with 130 after a clean Ctrl-C stop (rerun the same command to resume).
 
-mod commands;
+use rlaif::cli::{Outcome, commands};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -52,29 +52,14 @@ enum Command {
     TrainPm(commands::train_pm::Args),
     /// PPO against a preference model (stage 2b) → an RL policy directory.
     Ppo(commands::ppo::Args),
+    /// Every stage of Constitutional AI in one directory, from one TOML file.
+    Pipeline(commands::pipeline::Args),
+    /// Evaluate models on held-out prompts: AI judge, Elo, PM scores, refusals → report.md.
+    Eval(commands::eval::Args),
     /// A preference model on a file: accuracy on pairs, or scores of responses.
     Score(commands::score::Args),
     /// Write a model (GGUF or Hugging Face directory) as a Hugging Face directory.
     Convert(commands::convert::Args),
-}
-
-/// How a subcommand ended, when it did not fail.
-pub enum Outcome {
-    /// It did all its work.
-    Done,
-    /// Ctrl-C stopped it cleanly; a rerun resumes.
-    Interrupted,
-}
-
-impl Outcome {
-    /// `Interrupted` when the stage was stopped before its end, `Done` otherwise.
-    pub fn of(interrupted: bool) -> Self {
-        if interrupted {
-            Self::Interrupted
-        } else {
-            Self::Done
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -90,6 +75,8 @@ fn main() -> ExitCode {
         Command::TrainPm(a) => commands::train_pm::run(a),
         Command::Ppo(a) => commands::ppo::run(a),
         Command::Score(a) => commands::score::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Pipeline(a) => commands::pipeline::run(a),
         Command::Convert(a) => commands::convert::run(a),
     };
     match result {

@@ -9,8 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct Interrupt(Arc<AtomicBool>);
 
 impl Interrupt {
-    /// Installs the process's Ctrl-C handler (once per process).
+    /// Installs the process's Ctrl-C handler; later calls (the stages of `rlaif pipeline`)
+    /// get the same flag.
     pub fn install() -> anyhow::Result<Self> {
+        static INSTALLED: std::sync::Mutex<Option<Interrupt>> = std::sync::Mutex::new(None);
+        let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = installed.as_ref() {
+            return Ok(i.clone());
+        }
         let flag = Arc::new(AtomicBool::new(false));
         let f = Arc::clone(&flag);
         ctrlc::set_handler(move || {
@@ -23,6 +29,7 @@ impl Interrupt {
             );
         })
         .map_err(|e| anyhow::anyhow!("installing the Ctrl-C handler: {e}"))?;
+        *installed = Some(Self(Arc::clone(&flag)));
         Ok(Self(flag))
     }
 

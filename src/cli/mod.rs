@@ -11,6 +11,7 @@
 //! - [`settings`]: a subcommand's settings from a TOML file (`--config`) with its flags
 //!   on top.
 
+pub mod commands;
 mod interrupt;
 mod model;
 pub mod settings;
@@ -22,3 +23,23 @@ pub use terminal::Terminal;
 
 /// The exit code of a run stopped cleanly by Ctrl-C (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// How a subcommand ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did all its work.
+    Done,
+    /// Ctrl-C stopped it cleanly; a rerun resumes.
+    Interrupted,
+}
+
+impl Outcome {
+    /// `Interrupted` when the stage was stopped before its end, `Done` otherwise.
+    pub fn of(interrupted: bool) -> Self {
+        if interrupted {
+            Self::Interrupted
+        } else {
+            Self::Done
+        }
+    }
+}

@@ -31,6 +31,8 @@ mod error;
 mod fingerprint;
 pub mod fs;
 pub mod jsonl;
+#[cfg(feature = "plot")]
+pub mod plot;
 pub mod progress;
 mod sampling_params;
 pub mod seed;

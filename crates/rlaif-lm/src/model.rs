@@ -50,14 +50,23 @@ impl Proj {
         }
     }
 
-    /// `[B, S, in] → [B, S, out]`.
+    /// `[B, S, in] → [B, S, out]`, as one 2-D product over the `B·S` rows (a batched
+    /// `[B, S, K]·[1, K, N]` product would broadcast the weight and, on flex, read it once
+    /// per batch row on a single thread).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let y = x.matmul(self.weight.val().unsqueeze::<3>());
+        let y = matmul_rows(x, self.weight.val());
         match &self.bias {
             Some(b) => y + b.val().unsqueeze::<3>(),
             None => y,
         }
     }
+}
+
+/// `x [B, S, K] · w [K, N] → [B, S, N]` as one `[B·S, K]·[K, N]` product.
+fn matmul_rows(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
+    let [b, s, k] = x.dims();
+    let n = w.dims()[1];
+    x.reshape([b * s, k]).matmul(w).reshape([b, s, n])
 }
 
 /// Root-mean-square layer norm (Zhang & Sennrich 2019): `x / sqrt(mean(x²) + ε) · w`.
@@ -457,7 +466,7 @@ impl Llama {
     /// Logits `[B, S, V]` from hidden states `[B, S, H]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        hidden.matmul(w.val().unsqueeze::<3>())
+        matmul_rows(hidden, w.val())
     }
 
     /// Logits `[B, S, V]` of a batch of sequences with `attention_mask [B, S]` (1 = real

@@ -16,30 +16,20 @@ pub const CALIBRATION_SVG: &str = "calibration.svg";
 /// The file name of the loss and accuracy curves in a run's directory.
 pub const CURVES_SVG: &str = "curves.svg";
 
-/// The font family of every picture.
-pub const FONT: &str = "sans-serif";
+pub use rlaif_core::plot::FONT;
 
-/// Draws into an SVG string with `draw`, then writes it to `path` atomically (shared with
-/// the other stages' pictures, e.g. PPO's curves).
+/// [`rlaif_core::plot::write_svg`] with this crate's error.
 pub fn write_svg(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(
         &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
-    ) -> std::result::Result<(), Box<dyn std::error::Error>>,
+    ) -> rlaif_core::plot::DrawResult,
 ) -> Result<()> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        draw(&root)
-            .and_then(|()| root.present().map_err(Into::into))
-            .map_err(|e| PmError::Plot {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-    }
-    rlaif_core::fs::write_atomic(path, svg.as_bytes())?;
-    Ok(())
+    rlaif_core::plot::write_svg(path, size, draw).map_err(|e| match e {
+        rlaif_core::plot::PlotError::File(f) => f.into(),
+        rlaif_core::plot::PlotError::Draw { path, message } => PmError::Plot { path, message },
+    })
 }
 
 /// Writes the reliability diagram of `eval` to `path`.

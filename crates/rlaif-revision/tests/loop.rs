@@ -620,9 +620,22 @@ fn a_corrupt_output_line_is_an_error_and_nothing_is_lost() {
 #[test]
 fn shipped_prompt_sets_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/prompts");
-    for (file, prefix) in [("red_team.jsonl", "rt-"), ("helpful.jsonl", "hp-")] {
+    // Training pools and the held-out evaluation sets: no id or text in two files.
+    let mut all_ids = HashSet::new();
+    let mut all_texts = HashSet::new();
+    for (file, prefix, at_least) in [
+        ("red_team.jsonl", "rt-", 200),
+        ("red_team_eval.jsonl", "rt-", 25),
+        ("helpful.jsonl", "hp-", 190),
+        ("helpful_eval.jsonl", "hp-", 20),
+        ("benign_sensitive.jsonl", "bs-", 40),
+    ] {
         let ps = read_prompts(root.join(file)).unwrap();
-        assert!(ps.len() >= 200, "{file}: {} prompts", ps.len());
+        assert!(ps.len() >= at_least, "{file}: {} prompts", ps.len());
+        for p in &ps {
+            assert!(all_ids.insert(p.id.clone()), "{file}: {} twice", p.id);
+            assert!(all_texts.insert(p.prompt.clone()), "{file}: {} twice", p.id);
+        }
         let ids: HashSet<&str> = ps.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(ids.len(), ps.len());
         let texts: HashSet<&str> = ps.iter().map(|p| p.prompt.as_str()).collect();

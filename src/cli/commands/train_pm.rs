@@ -4,13 +4,13 @@
 
 use super::revise::FormatArg;
 use super::{Common, file_and_weight};
-use crate::Outcome;
+use crate::cli::Outcome;
+use crate::cli::settings::Settings;
+use crate::cli::{Interrupt, Terminal, load_model};
+use crate::constitution::PromptFormat;
+use crate::pm::{DataConfig, HeadInit, PmConfig, PmData, PreferenceModel, read_comparisons};
 use anyhow::Context;
 use burn::prelude::Device;
-use rlaif::cli::settings::Settings;
-use rlaif::cli::{Interrupt, Terminal, load_model};
-use rlaif::constitution::PromptFormat;
-use rlaif::pm::{DataConfig, HeadInit, PmConfig, PmData, PreferenceModel, read_comparisons};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -123,13 +123,13 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let mut data = PmData::build(sets, &data_config);
     if let Some(r) = &reference {
-        data = data.with_reference(rlaif::pm::read_reference(r, format)?);
+        data = data.with_reference(crate::pm::read_reference(r, format)?);
     }
     let lm = load_model(model.as_deref(), &Device::default())?;
     let pm = PreferenceModel::from_lm(lm, HeadInit::default())
         .context("putting a scalar head on the model")?;
     let terminal = Terminal::new(Interrupt::install()?);
-    let run = rlaif::pm::train(pm, &data, &config, &out, &terminal)?;
+    let run = crate::pm::train(pm, &data, &config, &out, &terminal)?;
     let r = &run.report;
     let eval = match (r.evals.first(), r.evals.last()) {
         (Some(a), Some(b)) => format!(

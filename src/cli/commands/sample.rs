@@ -3,11 +3,11 @@
 
 use super::Common;
 use super::revise::{GenerationFlags, take_io};
-use crate::Outcome;
+use crate::cli::Outcome;
+use crate::cli::settings::Settings;
+use crate::cli::{Interrupt, Terminal, load_model};
+use crate::revision::{RevisionConfig, read_prompts, sample_responses};
 use burn::prelude::Device;
-use rlaif::cli::settings::Settings;
-use rlaif::cli::{Interrupt, Terminal, load_model};
-use rlaif::revision::{RevisionConfig, read_prompts, sample_responses};
 use serde::Serialize;
 
 /// Flags of `rlaif sample`.

@@ -4,11 +4,11 @@
 
 use super::Common;
 use super::revise::{FormatArg, constitution};
-use crate::Outcome;
+use crate::cli::Outcome;
+use crate::cli::settings::Settings;
+use crate::cli::{Interrupt, Terminal, load_model};
+use crate::feedback::{LabelConfig, label_pairs, read_pairs};
 use burn::prelude::Device;
-use rlaif::cli::settings::Settings;
-use rlaif::cli::{Interrupt, Terminal, load_model};
-use rlaif::feedback::{LabelConfig, label_pairs, read_pairs};
 use serde::Serialize;
 use std::path::PathBuf;
 

@@ -3,14 +3,14 @@
 
 use super::Common;
 use super::revise::FormatArg;
-use crate::Outcome;
+use crate::cli::Outcome;
+use crate::cli::settings::Settings;
+use crate::constitution::PromptFormat;
+use crate::core::Prompt;
+use crate::core::fs::write_atomic;
+use crate::pm::{PreferenceModel, read_comparisons, read_reference};
 use anyhow::Context;
 use burn::prelude::Device;
-use rlaif::cli::settings::Settings;
-use rlaif::constitution::PromptFormat;
-use rlaif::core::Prompt;
-use rlaif::core::fs::write_atomic;
-use rlaif::pm::{PreferenceModel, read_comparisons, read_reference};
 use serde::Serialize;
 use serde_json::json;
 use std::path::PathBuf;

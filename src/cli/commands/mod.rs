@@ -2,8 +2,10 @@
 
 pub mod chat;
 pub mod convert;
+pub mod eval;
 pub mod label;
 pub mod pairs;
+pub mod pipeline;
 pub mod ppo;
 pub mod revise;
 pub mod sample;

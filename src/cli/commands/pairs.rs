@@ -3,12 +3,12 @@
 
 use super::Common;
 use super::revise::FormatArg;
-use crate::Outcome;
+use crate::cli::Outcome;
+use crate::cli::settings::Settings;
+use crate::cli::{Interrupt, Terminal, load_model};
+use crate::feedback::{PairConfig, generate_pairs};
+use crate::revision::read_prompts;
 use burn::prelude::Device;
-use rlaif::cli::settings::Settings;
-use rlaif::cli::{Interrupt, Terminal, load_model};
-use rlaif::feedback::{PairConfig, generate_pairs};
-use rlaif::revision::read_prompts;
 use serde::Serialize;
 use std::path::PathBuf;
 

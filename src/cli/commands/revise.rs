@@ -2,12 +2,12 @@
 //! Constitutional AI) → one JSON line per prompt (trace, SFT pairs, preference pair).
 
 use super::Common;
-use crate::Outcome;
+use crate::cli::Outcome;
+use crate::cli::settings::Settings;
+use crate::cli::{Interrupt, Terminal, load_model};
+use crate::constitution::{Constitution, PromptFormat};
+use crate::revision::{RevisionConfig, read_prompts, run_revision_until};
 use burn::prelude::Device;
-use rlaif::cli::settings::Settings;
-use rlaif::cli::{Interrupt, Terminal, load_model};
-use rlaif::constitution::{Constitution, PromptFormat};
-use rlaif::revision::{RevisionConfig, read_prompts, run_revision_until};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -179,7 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         if summary.dropped > 0 {
             format!(
                 ", dropped prompts in {}",
-                rlaif::revision::dropped_path(&io.out).display()
+                crate::revision::dropped_path(&io.out).display()
             )
         } else {
             String::new()

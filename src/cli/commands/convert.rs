@@ -1,7 +1,7 @@
 //! `rlaif convert`: a model (GGUF or Hugging Face directory) as a Hugging Face directory.
 
 use super::Common;
-use crate::Outcome;
+use crate::cli::Outcome;
 use anyhow::Context;
 use burn::module::Module;
 use burn::prelude::Device;
@@ -32,8 +32,8 @@ struct Settings {
 
 /// Runs `rlaif convert`.
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
-    let s: Settings = rlaif::cli::settings::merge(args.common.config.as_deref(), "convert", &args)?;
-    let lm = rlaif::cli::load_model(s.model.as_deref(), &Device::default())?;
+    let s: Settings = crate::cli::settings::merge(args.common.config.as_deref(), "convert", &args)?;
+    let lm = crate::cli::load_model(s.model.as_deref(), &Device::default())?;
     lm.save_pretrained(&s.out)
         .with_context(|| format!("writing {}", s.out.display()))?;
     eprintln!(

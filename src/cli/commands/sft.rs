@@ -2,12 +2,12 @@
 //! model as a Hugging Face directory.
 
 use super::Common;
-use crate::Outcome;
+use crate::cli::Outcome;
+use crate::cli::settings::Settings;
+use crate::cli::{Interrupt, Terminal, load_model};
+use crate::constitution::PromptFormat;
+use crate::sft::{DataConfig, SftConfig, SftData, read_examples, train};
 use burn::prelude::Device;
-use rlaif::cli::settings::Settings;
-use rlaif::cli::{Interrupt, Terminal, load_model};
-use rlaif::constitution::PromptFormat;
-use rlaif::sft::{DataConfig, SftConfig, SftData, read_examples, train};
 use serde::Serialize;
 use std::path::PathBuf;
 

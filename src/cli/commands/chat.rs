@@ -1,9 +1,9 @@
 //! `rlaif chat`: one reply to one message.
 
 use super::Common;
-use crate::Outcome;
+use crate::cli::Outcome;
+use crate::core::{Conversation, Prompt, SamplingParams};
 use burn::prelude::Device;
-use rlaif::core::{Conversation, Prompt, SamplingParams};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -80,8 +80,8 @@ impl Default for Settings {
 /// Runs `rlaif chat`: the reply on stdout (exactly the decoded text with `--greedy`), the
 /// rest on stderr.
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
-    let s: Settings = rlaif::cli::settings::merge(args.common.config.as_deref(), "chat", &args)?;
-    let lm = rlaif::cli::load_model(s.model.as_deref(), &Device::default())?;
+    let s: Settings = crate::cli::settings::merge(args.common.config.as_deref(), "chat", &args)?;
+    let lm = crate::cli::load_model(s.model.as_deref(), &Device::default())?;
     let prompt = if s.raw {
         Prompt::Text(args.message)
     } else {

@@ -3,16 +3,16 @@
 //! names), samples.jsonl and curves.svg.
 
 use super::{Common, file_and_weight};
-use crate::Outcome;
-use anyhow::Context;
-use burn::prelude::Device;
-use rlaif::cli::settings::Settings;
-use rlaif::cli::{Interrupt, Terminal, load_model};
-use rlaif::pm::PreferenceModel;
-use rlaif::ppo::{
+use crate::cli::Outcome;
+use crate::cli::settings::Settings;
+use crate::cli::{Interrupt, Terminal, load_model};
+use crate::pm::PreferenceModel;
+use crate::ppo::{
     AdaptiveKl, CriticInit, PpoConfig, PpoModels, Profile, PromptMix, PromptSet, Reward,
 };
-use rlaif::revision::read_prompts;
+use crate::revision::read_prompts;
+use anyhow::Context;
+use burn::prelude::Device;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -207,7 +207,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         },
     )?;
     let terminal = Terminal::new(Interrupt::install()?);
-    let run = rlaif::ppo::train(
+    let run = crate::ppo::train(
         models,
         &Reward::preference_model(&pm),
         &mix,
@@ -261,7 +261,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::profile_with;
-    use rlaif::ppo::{PpoConfig, Profile};
+    use crate::ppo::{PpoConfig, Profile};
     use serde_json::json;
 
     #[test]
