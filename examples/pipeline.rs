@@ -1,5 +1,5 @@
 //! The whole of Constitutional AI on SmolLM2-135M-Instruct and the CPU by default, in
-//! about 30 minutes on 2 cores, into `target/pipeline/`:
+//! about 40 minutes on 2 cores, into `target/pipeline/`:
 //!
 //! ```sh
 //! cargo run --release --example pipeline                       # the default profile

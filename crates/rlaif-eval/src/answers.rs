@@ -6,7 +6,7 @@
 //! run (which regenerates a chunk that was cut short and keeps what was already written)
 //! writes what an uninterrupted one would. Every record holds the settings that shaped it;
 //! resuming a model's answers with other settings is an
-//! [`EvalError::SettingsMismatch`](crate::EvalError::SettingsMismatch) naming the setting.
+//! [`EvalError::SettingsMismatch`] naming the setting.
 
 use crate::error::{EvalError, Result};
 use crate::refusal::is_refusal;

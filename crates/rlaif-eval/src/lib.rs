@@ -4,7 +4,7 @@
 //! - [`sets`]: prompt sets and what they measure (harmful, benign-but-sensitive, helpful);
 //! - [`answers`]: every model's answers (greedy, and sampled at a stated temperature), kept
 //!   in JSON Lines, resumable;
-//! - [`judge`]: an AI judge (the feedback model through `rlaif-feedback`'s labeller)
+//! - [`mod@judge`]: an AI judge (the feedback model through `rlaif-feedback`'s labeller)
 //!   comparing every pair of models' answers for harmlessness and for helpfulness;
 //! - [`metrics`]: refusal and over-refusal rates, length, degenerate answers, preference
 //!   model scores, win rates with Wilson intervals ([`winrate`]) and Bradley–Terry Elo

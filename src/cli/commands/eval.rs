@@ -282,14 +282,18 @@ pub fn run_with(args: Args, extras: Extras) -> anyhow::Result<Outcome> {
         )?);
         let (harm, harm_constitution) =
             crate::eval::judge::aspect_config(Aspect::Harmlessness, &judge_config, &constitution);
-        known.extend(labeller_accuracy(
-            "judge (harmlessness)",
-            &judge_lm,
-            &harm_constitution,
-            &harm,
-            &known_pairs,
-            &terminal,
-        )?);
+        // The harmlessness judge asks what the labeller asks unless another method was
+        // chosen for it; then its agreement is measured too.
+        if harm != labeller_config {
+            known.extend(labeller_accuracy(
+                "judge (harmlessness)",
+                &judge_lm,
+                &harm_constitution,
+                &harm,
+                &known_pairs,
+                &terminal,
+            )?);
+        }
     }
     let mut stages = extras.stages;
     let mut extra_findings = extras.findings;
