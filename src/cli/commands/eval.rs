@@ -9,7 +9,7 @@ use crate::cli::settings::Settings;
 use crate::cli::{Interrupt, Outcome, Terminal, load_model};
 use crate::eval::judge::Aspect;
 use crate::eval::known::{KnownAccuracy, labeller_accuracy, pm_accuracy};
-use crate::eval::report::{Example, examples};
+use crate::eval::report::examples;
 use crate::eval::{
     AnswerConfig, EvalReport, Figure, ModelEntry, PromptSet, SetEntry, SetKind, answer_sets,
     answer_stats, elo_scores, judge, pm_scores, win_rates,
@@ -435,7 +435,6 @@ pub fn run_with(args: Args, extras: Extras) -> anyhow::Result<Outcome> {
     for f in &report.findings {
         eprintln!("- {f}");
     }
-    let _: &[Example] = &report.examples;
     Ok(Outcome::Done)
 }
 

@@ -448,9 +448,12 @@ fn extras(out: &Path) -> super::eval::Extras {
     }
     if let Some(r) = read_json(&out.join("pm/report.json")) {
         let mut m = Map::new();
-        for k in ["steps", "train_pairs", "eval_pairs"] {
-            if let Some(v) = r.get(k) {
-                m.insert(k.into(), v.clone());
+        if let Some(v) = r.get("steps") {
+            m.insert("steps".into(), v.clone());
+        }
+        for (part, key) in [("train", "train_pairs"), ("eval", "held_out_pairs")] {
+            if let Some(v) = r.get(part).and_then(|p| p.get("pairs")) {
+                m.insert(key.into(), v.clone());
             }
         }
         if let Some(ev) = r
