@@ -26,6 +26,19 @@ fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
+/// An x-axis label formatter for categories at 0, 1, 2, …: the name at an integer, nothing
+/// between.
+fn index_label(names: Vec<String>) -> impl Fn(&f64) -> String {
+    move |x| {
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 {
+            names.get(i as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    }
+}
+
 fn padded(lo: f64, hi: f64) -> (f64, f64) {
     if !(lo.is_finite() && hi.is_finite()) {
         return (-1.0, 1.0);
@@ -153,19 +166,12 @@ pub fn boxes_svg(
                 .x_label_area_size(30)
                 .y_label_area_size(if si == 0 { 55 } else { 35 })
                 .build_cartesian_2d(-0.5f64..(models.len() as f64 - 0.5), lo..hi)?;
-            let names = models.to_vec();
+            let label = index_label(models.to_vec());
             chart
                 .configure_mesh()
                 .disable_x_mesh()
                 .x_labels(models.len())
-                .x_label_formatter(&move |x| {
-                    let i = x.round();
-                    if (x - i).abs() < 1e-6 && i >= 0.0 {
-                        names.get(i as usize).cloned().unwrap_or_default()
-                    } else {
-                        String::new()
-                    }
-                })
+                .x_label_formatter(&label)
                 .y_desc(if si == 0 { y_desc } else { "" })
                 .draw()?;
             for (_, m, d) in cells.iter().filter(|c| c.0 == si) {
@@ -209,19 +215,12 @@ pub fn refusals_svg(stats: &[AnswerStats], models: &[String], path: &Path) -> Re
             .x_label_area_size(35)
             .y_label_area_size(55)
             .build_cartesian_2d(-0.5f64..(sets.len() as f64 - 0.5), 0f64..1f64)?;
-        let names: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let label = index_label(sets.iter().map(|s| s.to_string()).collect());
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(sets.len())
-            .x_label_formatter(&move |x| {
-                let i = x.round();
-                if (x - i).abs() < 1e-6 && i >= 0.0 {
-                    names.get(i as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&label)
             .y_desc("share of answers refused")
             .draw()?;
         for (mi, m) in models.iter().enumerate() {
