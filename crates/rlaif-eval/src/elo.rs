@@ -11,6 +11,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rlaif_feedback::math::sigmoid;
 
 /// One comparison: models `a` and `b` (indices) and `score` = 1 if `a` won, 0 if `b`
 /// won, 0.5 for a tie (or any soft preference in [0, 1]).
@@ -36,10 +37,6 @@ pub struct EloFit {
 }
 
 const SCALE: f64 = 400.0 / std::f64::consts::LN_10;
-
-fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
-}
 
 /// The maximum-likelihood Bradley–Terry strengths of `models` models, on the Elo scale
 /// with mean 0.

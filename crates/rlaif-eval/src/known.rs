@@ -7,6 +7,7 @@ use crate::error::Result;
 use rlaif_constitution::Constitution;
 use rlaif_core::progress::Observer;
 use rlaif_core::{ChoiceScorer, Prompt, RewardModel};
+use rlaif_feedback::math::sigmoid;
 use rlaif_feedback::{Accuracy, LabelConfig, Pair, Side, label_all};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -98,7 +99,7 @@ impl Tally {
         } else if margin == 0.0 {
             self.ties += 1;
         }
-        self.sum_p += 1.0 / (1.0 + (-margin).exp());
+        self.sum_p += sigmoid(margin);
     }
 
     fn accuracy(&self) -> Option<Accuracy> {

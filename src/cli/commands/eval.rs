@@ -4,6 +4,7 @@
 //! pictures (see `rlaif_eval`).
 
 use super::Common;
+use super::label::MethodArg;
 use super::revise::constitution;
 use crate::cli::settings::Settings;
 use crate::cli::{Interrupt, Outcome, Terminal, load_model};
@@ -53,10 +54,10 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) judge: Option<PathBuf>,
-    /// How the judge is asked: contrast or pairwise [default: contrast].
-    #[arg(long)]
+    /// How the judge is asked [default: contrast].
+    #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) judge_method: Option<String>,
+    pub(crate) judge_method: Option<MethodArg>,
     /// A preference model directory whose scores of every answer are reported.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,10 +71,10 @@ pub struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) known_pairs_limit: Option<usize>,
     /// How the training labeller asked (its agreement with the known pairs is reported):
-    /// contrast or pairwise [default: contrast].
-    #[arg(long)]
+    /// [default: contrast].
+    #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) labeller_method: Option<String>,
+    pub(crate) labeller_method: Option<MethodArg>,
     /// Most new tokens per answer [default: 96].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,11 +112,11 @@ pub struct Extras {
     pub revisions: Option<PathBuf>,
 }
 
-fn method(name: Option<&str>, key: &str) -> anyhow::Result<LabelConfig> {
-    match name {
-        None | Some("contrast") => Ok(LabelConfig::default()),
-        Some("pairwise") => Ok(LabelConfig::pairwise()),
-        Some(o) => anyhow::bail!("{key}: expected contrast or pairwise, found {o:?}"),
+/// The labeller's default configuration with `method` (the contrast method when `None`).
+fn with_method(method: Option<Method>) -> LabelConfig {
+    LabelConfig {
+        method: method.unwrap_or(Method::Contrast),
+        ..LabelConfig::default()
     }
 }
 
@@ -162,11 +163,8 @@ pub fn run_with(args: Args, extras: Extras) -> anyhow::Result<Outcome> {
         .unwrap_or_else(|| DEFAULT_SETS.iter().map(|s| s.to_string()).collect());
     let limit: Option<usize> = s.take("limit")?;
     let judge_path: Option<PathBuf> = s.take::<PathBuf>("judge")?.or(default_model);
-    let judge_config = method(s.take::<String>("judge_method")?.as_deref(), "judge_method")?;
-    let labeller_config = method(
-        s.take::<String>("labeller_method")?.as_deref(),
-        "labeller_method",
-    )?;
+    let judge_config = with_method(s.take("judge_method")?);
+    let labeller_config = with_method(s.take("labeller_method")?);
     let pm_dir: Option<PathBuf> = s.take("pm")?;
     let known_file: PathBuf = s
         .take("known_pairs")?
@@ -268,12 +266,14 @@ pub fn run_with(args: Args, extras: Extras) -> anyhow::Result<Outcome> {
     };
     if !known_pairs.is_empty() {
         eprintln!("agreement with {} known pairs", known_pairs.len());
-        let labeller_name = match labeller_config.method {
-            Method::Contrast => "labeller (contrast)",
-            _ => "labeller (pairwise)",
-        };
+        let labeller_name = format!(
+            "labeller ({})",
+            serde_json::to_value(labeller_config.method)?
+                .as_str()
+                .unwrap_or("?")
+        );
         known.extend(labeller_accuracy(
-            labeller_name,
+            &labeller_name,
             &judge_lm,
             &constitution,
             &labeller_config,
