@@ -10,6 +10,11 @@
 //!   twice and the gradient written once (forward + backward).
 //! - `gae/{fused,default}/64x512`: bytes = rewards, values, mask read, advantages and returns
 //!   written. `whiten/default/64x512`: x and mask read, output written.
+//! - `linear/{small_m,matmul}/MxKxN`: the projections of a SmolLM2-135M decoding step (`M` = 1
+//!   or 8 rows; `K × N` = 576 × 576 for q and o, 576 × 1536 for gate and up, 1536 × 576 for
+//!   down, 576 × 49 152 for the output), [`rlaif_kernels::linear`]'s small-row kernel against
+//!   Burn's `matmul` (gemm). Bytes: the weight read once (`4·K·N`; `x` and `y` are a few KiB), so
+//!   the throughput is the memory bandwidth the product reaches.
 //!
 //! Run: `cargo bench --bench kernels` (about 5 minutes on 2 cores). Results and the floors
 //! they imply are recorded in `docs/benchmarks.md`.
@@ -205,10 +210,38 @@ fn bench_gae_whiten(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_linear(c: &mut Criterion) {
+    let device = Device::flex();
+    device.seed(11);
+    let mut g = c.benchmark_group("linear");
+    g.sample_size(20).measurement_time(Duration::from_secs(4));
+    for (m, kd, n) in [
+        (1usize, 576usize, 576usize),
+        (1, 576, 1536),
+        (1, 1536, 576),
+        (1, 576, VOCAB),
+        (8, 576, 1536),
+        (8, 576, VOCAB),
+    ] {
+        let x = Tensor::<2>::random([m, kd], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<2>::random([kd, n], Distribution::Normal(0.0, 0.05), &device);
+        g.throughput(Throughput::Bytes((kd * n * 4) as u64));
+        let shape = format!("{m}x{kd}x{n}");
+        g.bench_function(format!("small_m/{shape}"), |b| {
+            b.iter(|| k::linear(x.clone(), w.clone()).unwrap().into_data())
+        });
+        g.bench_function(format!("matmul/{shape}"), |b| {
+            b.iter(|| x.clone().matmul(w.clone()).into_data())
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_floors,
     bench_gae_whiten,
-    bench_token_logprobs
+    bench_token_logprobs,
+    bench_linear
 );
 criterion_main!(benches);

@@ -2,6 +2,11 @@
 //!
 //! - `generate/batch1`, `generate/batch8`: greedy generation of 32 new tokens after a
 //!   32-token prompt (KV cache), throughput in new tokens/s.
+//! - `generate/batch8_top_p`: as `batch8`, sampled at T = 1 with top-p 0.9 (the pipeline's
+//!   settings), so the sampler's cost shows beside the greedy figure.
+//! - `prefill/1024`: one 1024-token prompt through the model into the KV cache and the first
+//!   new token (`generate` with one new token), throughput in prompt tokens/s: the critique
+//!   and revision prompts with their few-shot exemplars are this long.
 //! - `train_step/4x256`: forward + backward of the causal-LM loss on a 4 × 256 batch,
 //!   throughput in tokens/s (the optimizer step is not included).
 //!
@@ -40,6 +45,34 @@ fn bench_generate(c: &mut Criterion) {
             b.iter(|| rlaif_lm::generate::generate(&lm.model, &lm.tokenizer, &p, &params).unwrap())
         });
     }
+    // the pipeline's sampling settings (T = 1, top-p 0.9): the sampler's share of a step
+    let sampled = SamplingParams {
+        temperature: 1.0,
+        top_p: 0.9,
+        ..params.clone()
+    };
+    let p = common::random_ids(SEED, 8, PROMPT, lm.config.vocab_size);
+    g.throughput(Throughput::Elements((8 * NEW) as u64));
+    g.bench_function("batch8_top_p", |b| {
+        b.iter(|| rlaif_lm::generate::generate(&lm.model, &lm.tokenizer, &p, &sampled).unwrap())
+    });
+    g.finish();
+}
+
+fn bench_prefill(c: &mut Criterion) {
+    let lm = LanguageModel::load_default(&Device::default()).expect("default model");
+    let params = SamplingParams {
+        stop_at_eos: false,
+        ..SamplingParams::greedy(1)
+    };
+    let len = 1024;
+    let p = common::random_ids(SEED, 1, len, lm.config.vocab_size);
+    let mut g = c.benchmark_group("prefill");
+    g.sample_size(10).measurement_time(Duration::from_secs(40));
+    g.throughput(Throughput::Elements(len as u64));
+    g.bench_function(format!("{len}"), |b| {
+        b.iter(|| rlaif_lm::generate::generate(&lm.model, &lm.tokenizer, &p, &params).unwrap())
+    });
     g.finish();
 }
 
@@ -63,5 +96,5 @@ fn bench_train_step(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_generate, bench_train_step);
+criterion_group!(benches, bench_generate, bench_prefill, bench_train_step);
 criterion_main!(benches);

@@ -5,6 +5,8 @@ GGUF (dequantised to f32), 2 threads.
     python benches/reference/torch_lm.py ~/.cache/rlaif/SmolLM2-135M-Instruct.Q4_1.gguf
 
 - generate/batch{1,8}: greedy, 32-token prompt, 32 new tokens, KV cache; new tokens/s.
+- prefill/1024: one 1024-token prompt and its first new token (`generate` with one new
+  token); prompt tokens/s.
 - train_step/4x256: forward + backward of the causal-LM loss; tokens/s.
 Median of 5 runs after one warm-up. Needs torch, transformers, gguf, accelerate.
 """
@@ -47,6 +49,18 @@ for batch in (1, 8):
 
     t = median_time(gen)
     print(f"generate/batch{batch}: {t*1e3:.0f} ms, {batch*32/t:.1f} new tokens/s")
+
+ids = torch.randint(100, V, (1, 1024))
+
+
+def prefill():
+    with torch.no_grad():
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1,
+                       min_new_tokens=1, do_sample=False, pad_token_id=0)
+
+
+t = median_time(prefill)
+print(f"prefill/1024: {t*1e3:.0f} ms, {1024/t:.1f} prompt tokens/s")
 
 model.train()
 ids = torch.randint(100, V, (4, 256))

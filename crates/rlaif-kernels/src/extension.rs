@@ -8,7 +8,7 @@
 //! autodiff) and run the *default body* (plain, differentiable Burn tensor ops) everywhere else.
 //! No code path assumes a particular backend.
 //!
-//! The extension has three operations:
+//! The extension has four operations:
 //!
 //! - [`RlKernels::token_stats`]: per row of `[N, V]` logits, the packed statistics
 //!   `[log p(label), entropy, logsumexp]` of `softmax(logits · inv_temperature)`, shape `[N, 3]`.
@@ -16,6 +16,8 @@
 //!   with respect to the logits, recomputed from the logits and the saved statistics (the softmax is
 //!   never stored).
 //! - [`RlKernels::gae`]: generalised advantage estimation over `[B, T]` rows.
+//! - [`RlKernels::project`]: the product `[M, K]·[K, N]`, through a kernel of its own when `M`
+//!   is small (the projections of a decoding step) and the backend's matmul otherwise.
 //!
 //! The autodiff implementation registers a custom backward for `token_stats` that saves only the
 //! logits (a reference-counted handle, not a copy), the labels and the `[N, 3]` statistics.
@@ -26,6 +28,7 @@
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
 use burn::prelude::*;
@@ -77,6 +80,13 @@ pub trait RlKernels: Backend {
         gamma: f32,
         lambda: f32,
     ) -> FloatTensor<Self>;
+
+    /// `x · w` for `x: [M, K]` and `w: [K, N]` (float32), returns `[M, N]`. On flex, with at
+    /// most [`SMALL_M_MAX_ROWS`](crate::SMALL_M_MAX_ROWS) rows, an AVX-512 product that splits
+    /// the columns of `w` across threads (see [`crate::linear()`]); otherwise the backend's
+    /// matmul. Under autodiff a tracked product is the backend's differentiable matmul (with
+    /// its backward); an untracked one (inference) takes this path.
+    fn project(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// Whether the fused kernels can run on `device` for tensors of `dtype`: the device is a flex
@@ -125,6 +135,14 @@ pub(crate) fn dispatch_gae(
         mask.into_dispatch(),
         gamma,
         lambda,
+    ))
+}
+
+/// Calls [`RlKernels::project`] through the dispatch backend.
+pub(crate) fn dispatch_project(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as RlKernels>::project(
+        x.into_dispatch(),
+        w.into_dispatch(),
     ))
 }
 
@@ -204,5 +222,16 @@ impl<B: Backend + RlKernels, C: CheckpointStrategy> RlKernels for Autodiff<B, C>
             gamma,
             lambda,
         ))
+    }
+
+    /// A product that needs gradients is autodiff's own matmul (whose backward is
+    /// `∂x = g · wᵀ`, `∂w = xᵀ · g`); the small-row kernel serves inference, where nothing is
+    /// tracked, and training products have far more than eight rows anyway.
+    fn project(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        if x.is_tracked() || w.is_tracked() {
+            <Self as FloatTensorOps<Self>>::float_matmul(x, w)
+        } else {
+            <FloatTensor<Self>>::new(B::project(x.into_primitive(), w.into_primitive()))
+        }
     }
 }

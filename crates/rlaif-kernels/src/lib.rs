@@ -5,8 +5,9 @@
 //! autodiff. Where it pays, a fused kernel is provided through the [`RlKernels`] backend
 //! extension: on the flex CPU backend (feature `flex`, the default), [`token_logprobs`] reads
 //! the logits once without materialising the `[B, T, V]` log-softmax and has a custom backward
-//! that recomputes the softmax instead of storing it, and [`gae()`] runs its recursion per row in
-//! parallel. The public functions pick the fused kernel when [`fused_available`] and fall back
+//! that recomputes the softmax instead of storing it, [`gae()`] runs its recursion per row in
+//! parallel, and [`linear()`] runs the few-row products of decoding on every core. The public
+//! functions pick the fused kernel when [`fused_available`] and fall back
 //! to the default body otherwise; the default bodies are public too (`*_default`) for testing
 //! and benchmarking.
 //!
@@ -18,6 +19,7 @@
 //! | GAE | [`gae()`], [`rewards_at_eos`] | Schulman et al. 2016, eq. 16 |
 //! | PPO losses | [`ppo_policy_loss`], [`ppo_value_loss`] | Schulman et al. 2017, eq. 7; PPO2 value clipping |
 //! | preference loss | [`bradley_terry_loss`] | Bradley & Terry 1952; Ouyang et al. 2022, eq. 1; Touvron et al. 2023; Eisenstein et al. 2023 |
+//! | projections of a decoding step (`M ≤ 8` rows) | [`linear()`] | memory-bound `[M, K]·[K, N]`, columns split across threads |
 //! | logit filters and sampling | [`top_k_filter`], [`top_p_filter`] (after top-k: over the renormalised distribution), [`sample_categorical`] | Fan et al. 2018; Holtzman et al. 2020 |
 //!
 //! ```
@@ -57,11 +59,14 @@ pub mod extension;
 #[cfg(feature = "flex")]
 mod flex;
 pub mod gae;
+pub mod host;
 pub mod kl;
+pub mod linear;
 pub mod logit_filters;
 pub mod logprobs;
 pub mod ppo;
 pub mod preference;
+mod simd;
 pub mod stats;
 
 #[cfg(all(test, feature = "flex"))]
@@ -75,7 +80,7 @@ pub mod probe {
     /// Over an L1-resident slice it measures the exp throughput that bounds
     /// [`token_logprobs`](crate::token_logprobs) (one exponential per logit).
     pub fn sum_exp(x: &[f32]) -> f32 {
-        crate::flex::sum_exp(x)
+        crate::simd::sum_exp(x)
     }
 }
 
@@ -83,6 +88,7 @@ pub use error::{KernelError, Result};
 pub use extension::{RlKernels, fused_available};
 pub use gae::{GaeConfig, GaeOutput, gae, gae_default, rewards_at_eos};
 pub use kl::{KlEstimator, kl_estimate};
+pub use linear::{SMALL_M_MAX_ROWS, linear};
 pub use logit_filters::{sample_categorical, top_k_filter, top_p_filter};
 pub use logprobs::{
     token_logprobs, token_logprobs_default, token_logprobs_with_entropy,

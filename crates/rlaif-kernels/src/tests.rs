@@ -1122,3 +1122,115 @@ fn categorical_sampling_is_seeded_and_follows_the_distribution() {
         );
     }
 }
+
+/// `x · w` in float64.
+fn ref_matmul(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut y = vec![0f64; m * n];
+    for r in 0..m {
+        for i in 0..k {
+            for j in 0..n {
+                y[r * n + j] += x[r * k + i] as f64 * w[i * n + j] as f64;
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn linear_matches_f64_reference_and_takes_the_small_row_kernel_up_to_eight_rows() {
+    let device = dev();
+    let mut r = rng(41);
+    // k · n = 307 200 weights: large enough for the kernel to split the columns
+    let (k, n) = (384, 800);
+    let w: Vec<f32> = (0..k * n).map(|_| normal(&mut r) * 0.05).collect();
+    for m in [1usize, 2, 5, 8, 9, 40] {
+        let x: Vec<f32> = (0..m * k).map(|_| normal(&mut r)).collect();
+        let before = crate::flex::fused_calls()[3];
+        let y = linear(
+            tensor(x.clone(), [m, k], &device),
+            tensor(w.clone(), [k, n], &device),
+        )
+        .unwrap();
+        let kernel_calls = crate::flex::fused_calls()[3] - before;
+        let kernel = m <= SMALL_M_MAX_ROWS && crate::flex::small_m_available();
+        assert_eq!(kernel_calls, usize::from(kernel), "m = {m}");
+        assert_eq!(y.dims(), [m, n]);
+        let want = ref_matmul(&x, &w, m, k, n);
+        assert_close(&format!("linear m={m}"), &vec_of(y), &want, 2e-5, 1e-5);
+    }
+}
+
+#[test]
+fn linear_under_autodiff_has_matmul_gradients_and_serves_untracked_inference() {
+    let ad = dev().autodiff();
+    let mut r = rng(42);
+    let (m, k, n) = (3, 6, 5);
+    let xv: Vec<f32> = (0..m * k).map(|_| normal(&mut r)).collect();
+    let wv: Vec<f32> = (0..k * n).map(|_| normal(&mut r)).collect();
+    let g: Vec<f32> = (0..m * n).map(|_| normal(&mut r)).collect();
+    let grads_of = |use_linear: bool| {
+        let x = tensor(xv.clone(), [m, k], &ad).require_grad();
+        let w = tensor(wv.clone(), [k, n], &ad).require_grad();
+        let y = if use_linear {
+            linear(x.clone(), w.clone()).unwrap()
+        } else {
+            x.clone().matmul(w.clone())
+        };
+        let grads = (y * tensor(g.clone(), [m, n], &ad)).sum().backward();
+        (
+            vec_of(x.grad(&grads).unwrap()),
+            vec_of(w.grad(&grads).unwrap()),
+        )
+    };
+    let before = crate::flex::fused_calls()[3];
+    let (gx, gw) = grads_of(true);
+    assert_eq!(
+        crate::flex::fused_calls()[3],
+        before,
+        "tracked: autodiff's matmul"
+    );
+    // ∂x = g · wᵀ, ∂w = xᵀ · g
+    let mut want_gx = vec![0f64; m * k];
+    let mut want_gw = vec![0f64; k * n];
+    for a in 0..m {
+        for i in 0..k {
+            for j in 0..n {
+                want_gx[a * k + i] += g[a * n + j] as f64 * wv[i * n + j] as f64;
+                want_gw[i * n + j] += xv[a * k + i] as f64 * g[a * n + j] as f64;
+            }
+        }
+    }
+    assert_close("∂x", &gx, &want_gx, 1e-5, 1e-5);
+    assert_close("∂w", &gw, &want_gw, 1e-5, 1e-5);
+    assert_eq!((gx, gw), grads_of(false));
+    // nothing tracked (inference on an autodiff device): the kernel, and the same product
+    let y = linear(
+        tensor(xv.clone(), [m, k], &ad),
+        tensor(wv.clone(), [k, n], &ad),
+    )
+    .unwrap();
+    let kernel = usize::from(crate::flex::small_m_available());
+    assert_eq!(crate::flex::fused_calls()[3], before + kernel);
+    assert_close(
+        "untracked",
+        &vec_of(y),
+        &ref_matmul(&xv, &wv, m, k, n),
+        1e-5,
+        1e-5,
+    );
+}
+
+#[test]
+fn linear_rejects_mismatched_inner_dimensions() {
+    let device = dev();
+    let e = linear(
+        Tensor::zeros([2, 3], &device),
+        Tensor::zeros([4, 5], &device),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("linear") && e.contains("[4, 5]") && e.contains("[3, 5]"),
+        "{e}"
+    );
+}

@@ -10,8 +10,12 @@ use crate::next_token::pick_token;
 use crate::tokenizer::TextTokenizer;
 use crate::weights::to_host;
 use burn::prelude::*;
+use rayon::prelude::*;
 use rlaif_core::seed::stream_rng;
 use rlaif_core::{Completion, FinishReason, SamplingParams};
+
+/// A row's next token and its log-probability, or why none could be picked.
+type Pick = Result<(u32, f32), LmError>;
 
 struct Row {
     ids: Vec<u32>,
@@ -91,10 +95,29 @@ pub fn generate(
     let mut active: Vec<usize> = (0..b).collect(); // batch row → prompt index
     let mut next_pos: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
     loop {
+        // the rows' picks are independent (each has its own random stream): in parallel
+        let picks = {
+            let mut slot_of = vec![None; rngs.len()]; // prompt index → batch row
+            for (bi, &r) in active.iter().enumerate() {
+                slot_of[r] = Some(bi);
+            }
+            let mut picks: Vec<(usize, Pick)> = rngs
+                .par_iter_mut()
+                .enumerate()
+                .filter_map(|(r, rng)| {
+                    let bi = slot_of[r]?;
+                    Some((
+                        bi,
+                        pick_token(&logits[bi * vocab..(bi + 1) * vocab], params, rng),
+                    ))
+                })
+                .collect();
+            picks.sort_unstable_by_key(|p| p.0);
+            picks
+        };
         let mut fed = Vec::with_capacity(active.len());
-        for (bi, &r) in active.iter().enumerate() {
-            let (tok, lp) =
-                pick_token(&logits[bi * vocab..(bi + 1) * vocab], params, &mut rngs[r])?;
+        for ((_, pick), &r) in picks.into_iter().zip(&active) {
+            let (tok, lp) = pick?;
             let row = &mut rows[r];
             row.ids.push(tok);
             row.logprobs.push(lp);

@@ -62,11 +62,15 @@ impl Proj {
     }
 }
 
-/// `x [B, S, K] · w [K, N] → [B, S, N]` as one `[B·S, K]·[K, N]` product.
+/// `x [B, S, K] · w [K, N] → [B, S, N]` as one `[B·S, K]·[K, N]` product: with at most
+/// eight rows (a decoding step) through `rlaif_kernels::linear`'s multi-threaded small-row
+/// kernel, otherwise `matmul`.
 fn matmul_rows(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
     let [b, s, k] = x.dims();
     let n = w.dims()[1];
-    x.reshape([b * s, k]).matmul(w).reshape([b, s, n])
+    rlaif_kernels::linear(x.reshape([b * s, k]), w)
+        .expect("a projection's input width is its weight's (both from the config)")
+        .reshape([b, s, n])
 }
 
 /// Root-mean-square layer norm (Zhang & Sennrich 2019): `x / sqrt(mean(x²) + ε) · w`.
@@ -350,19 +354,37 @@ pub fn attention_mask(key_is_pad: &[Vec<bool>], s: usize, device: &Device) -> Te
 }
 
 /// The additive attention bias `[B, 1, n_rep·S, T]` of a mask `[B, 1, S, T]`: 0 where a
-/// query may attend, `f32::MIN` where it may not (as Hugging Face does), rows repeated for the
+/// query may attend and a large negative value where it may not, rows repeated for the
 /// `n_rep` query heads of a KV group and broadcast over the groups.
 ///
 /// An additive bias rather than a boolean mask: burn-tch 0.22.1 passes boolean masks to
 /// PyTorch's `scaled_dot_product_attention`, which reads them inverted (true = attend); with
-/// a bias every backend computes the same thing. `f32::MIN` rather than `-inf` keeps the
-/// online softmax of flash-style kernels free of `-inf − (-inf)`.
+/// a bias every backend computes the same thing. The masked value is [`masked_bias`]'s.
 fn mask_to_bias(mask: &Tensor<4, Bool>, n_rep: usize) -> Tensor<4> {
-    let bias = mask.clone().float().mul_scalar(f32::MIN);
+    let device = mask.device();
+    let bias =
+        Tensor::<4>::zeros(mask.dims(), &device).mask_fill(mask.clone(), masked_bias(&device));
     if n_rep == 1 {
         bias
     } else {
         bias.repeat_dim(2, n_rep)
+    }
+}
+
+/// The bias of a masked key: `-inf` on flex, `f32::MIN` elsewhere; either way its probability
+/// is exactly 0 (every row keeps its own diagonal, so no row is all masked).
+///
+/// On flex, softmax runs libm's `expf`, which takes a slow path (errno) for every argument
+/// that underflows, and `f32::MIN + score` does — half of a causal prefill's or training
+/// step's scores (measured: a fifth of a 1024-token prefill) — while `-inf` returns 0 at once;
+/// flex's attention guards the `-inf − (-inf)` of a fully masked tile. Other backends keep the
+/// finite `f32::MIN` (as Hugging Face does), which keeps flash-style online softmaxes that do
+/// not guard that case free of NaN.
+fn masked_bias(device: &Device) -> f32 {
+    if rlaif_kernels::fused_available(device, burn::tensor::DType::F32) {
+        f32::NEG_INFINITY
+    } else {
+        f32::MIN
     }
 }
 
@@ -525,13 +547,14 @@ mod tests {
     use crate::weights::to_host;
 
     #[test]
-    fn bias_is_zero_or_f32_min_with_rows_repeated_per_group_head() {
+    fn bias_is_zero_or_masked_with_rows_repeated_per_group_head() {
         let dev = Device::default();
         let m = attention_mask(&[vec![true, false]], 2, &dev); // [1, 1, 2, 2]
         let b = mask_to_bias(&m, 3);
         assert_eq!(b.dims(), [1, 1, 6, 2]);
         let v: Vec<f32> = b.into_data().iter::<f32>().collect();
-        let (o, x) = (0.0, f32::MIN);
+        let (o, x) = (0.0, masked_bias(&dev));
+        assert!(x == f32::NEG_INFINITY || x == f32::MIN);
         // rows r·S + s: the mask's two rows, once per query head of the group
         assert_eq!(v, vec![o, x, x, o, o, x, x, o, o, x, x, o]);
     }

@@ -3,20 +3,20 @@
 //!
 //! - [`token_stats`]: the token log-prob / entropy statistics, forward and backward;
 //! - [`gae`]: generalised advantage estimation per row;
+//! - [`small_m`]: `x · W` for at most eight rows of `x`, the columns split across threads;
 //!
-//! built on the vectorised arithmetic of [`simd`] and the huge-page output buffers of
+//! built on the vectorised arithmetic of [`crate::simd`] and the huge-page output buffers of
 //! [`huge_page_buffer`].
 
 mod gae;
 mod huge_page_buffer;
-mod simd;
+mod small_m;
 mod token_stats;
-
-pub(crate) use simd::sum_exp;
 
 use crate::extension::RlKernels;
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
+use burn::backend::ops::FloatTensorOps;
 use burn::prelude::*;
 use burn::tensor::DType;
 
@@ -64,16 +64,23 @@ enum Kernel {
     TokenStats = 0,
     TokenStatsBackward = 1,
     Gae = 2,
+    Linear = 3,
 }
 
 #[cfg(test)]
 thread_local! {
     /// Calls of each fused kernel made on this thread (tests only).
-    static CALLS: std::cell::Cell<[usize; 3]> = const { std::cell::Cell::new([0; 3]) };
+    static CALLS: std::cell::Cell<[usize; 4]> = const { std::cell::Cell::new([0; 4]) };
+}
+
+/// Whether [`RlKernels::project`] has its small-row kernel on this CPU (AVX-512).
+#[cfg(test)]
+pub(crate) fn small_m_available() -> bool {
+    small_m::available()
 }
 
 /// Calls of the fused kernels made **on the calling thread** so far (tests only), as
-/// `[token_stats, token_stats_backward, gae]`.
+/// `[token_stats, token_stats_backward, gae, linear on the small-row kernel]`.
 ///
 /// Per thread, so that a test proves that *its own* call took the fused path: parallel tests
 /// run on other threads and cannot move this thread's counts. The kernels are entered on the
@@ -81,7 +88,7 @@ thread_local! {
 /// backward pass (a mutex-guarded graph, no worker thread) all run synchronously on the
 /// caller; only the rows inside a kernel are spread over rayon workers, after the count.
 #[cfg(test)]
-pub(crate) fn fused_calls() -> [usize; 3] {
+pub(crate) fn fused_calls() -> [usize; 4] {
     CALLS.with(|c| c.get())
 }
 
@@ -149,5 +156,30 @@ impl RlKernels for Flex {
             )
         };
         FlexTensor::from_data(TensorData::new(out, [2, b, t]))
+    }
+
+    fn project(x: FlexTensor, w: FlexTensor) -> FlexTensor {
+        let (m, k) = (x.layout().shape()[0], x.layout().shape()[1]);
+        let n = w.layout().shape()[1];
+        // a transposed (non-contiguous) weight would be copied on every call: gemm reads
+        // strides, so leave it to the matmul
+        if m > small_m::MAX_ROWS
+            || m == 0
+            || !small_m::available()
+            || !w.is_contiguous()
+            || w.dtype() != DType::F32
+        {
+            return Flex::float_matmul(x, w);
+        }
+        count(Kernel::Linear);
+        let x = contiguous_f32(x).0;
+        let y = small_m::matmul_small_m(
+            x.as_slice::<f32>().expect("contiguous f32 x"),
+            w.as_slice::<f32>().expect("contiguous f32 w"),
+            m,
+            k,
+            n,
+        );
+        FlexTensor::from_data(TensorData::new(y, [m, n]))
     }
 }

@@ -10,10 +10,10 @@
 //! per-row statistics and writes the `[N, V]` gradient once.
 //!
 //! The row functions are compiled for each [`Isa`] and picked at run time (see
-//! [`super::simd`]).
+//! [`crate::simd`]).
 
 use super::huge_page_buffer::zeroed_output;
-use super::simd::{Isa, LANES, clamp_low, exp_core, fast_exp, fmadd, isa, prefetch};
+use crate::simd::{Isa, LANES, clamp_low, exp_core, fast_exp, fmadd, isa, prefetch};
 use rayon::prelude::*;
 
 /// Logits per chunk of a row: 4096 f32 = 16 KiB, which stays in L1 between the max pass and

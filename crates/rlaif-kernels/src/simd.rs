@@ -6,6 +6,8 @@
 //! integer bit tricks instead of casts so that LLVM vectorises it. Kernels built on these helpers are compiled once per [`Isa`] (generic over
 //! `FMA`, wrapped in `#[target_feature]` functions) and picked at run time by [`isa`].
 
+#![cfg_attr(not(feature = "flex"), allow(dead_code))] // without flex only the host helpers use it
+
 /// The bits of the rounding constant 1.5 · 2^23 of the exponentials.
 const MAGIC_BITS: u32 = 0x4B40_0000;
 /// Accumulator lanes: one AVX-512 register (two AVX2 registers).
