@@ -5,11 +5,10 @@
 //! f32), not by arithmetic. gemm's `M = 1` path has no parallel route and flex runs products
 //! below 192³ operations on one thread, so a decoding step read every weight on one core. Here
 //! the columns of `W` are split into contiguous ranges, one rayon task each, and every range is
-//! swept in column tiles: for each row `k` of `W` the tile's segment (up to 1 KiB, contiguous)
-//! is multiplied by the `M` scalars `x[·, k]` into accumulators that stay in registers
-//! (`M · tile ≤ 256` floats: 16 AVX-512 registers). Each output element is the sum over `k` in
-//! order, whatever the number of threads, so the result does not depend on the machine's core
-//! count.
+//! swept in column tiles: for each row `k` of `W` the tile's segment (`R` vectors of 16 floats,
+//! contiguous) is multiplied by the `M` scalars `x[·, k]` into `M · R` accumulators that stay in
+//! registers, 16 rows of `W` at a time. Each output element is the sum over `k` in order,
+//! whatever the number of threads, so the result does not depend on the machine's core count.
 
 use crate::simd::{Isa, LANES, isa};
 use rayon::prelude::*;
@@ -33,16 +32,14 @@ pub(crate) fn available() -> bool {
 /// If the slices do not hold the stated shapes, or the CPU lacks AVX-512 ([`available`]).
 pub(crate) fn matmul_small_m(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     assert!((1..=MAX_ROWS).contains(&m), "small-M product with {m} rows");
-    assert_eq!(x.len(), m * k, "x is [m, k]");
-    assert_eq!(w.len(), k * n, "w is [k, n]");
-    assert!(available(), "the small-row kernel needs AVX-512");
+    let op = Operands { x, w, m, k, n }; // shapes and the CPU are checked by `run`
     let mut y = vec![0f32; m * n];
     if n == 0 || k == 0 {
         return y;
     }
     let chunk = chunk_width(n, k);
     if chunk >= n {
-        run(x, w, m, k, n, 0, n, &mut y);
+        run(op, 0, n, &mut y);
         return y;
     }
     // Column ranges [c0, c0 + width) computed into [m, width] blocks laid out one after the
@@ -51,7 +48,7 @@ pub(crate) fn matmul_small_m(x: &[f32], w: &[f32], m: usize, k: usize, n: usize)
     blocks
         .par_chunks_mut(m * chunk)
         .enumerate()
-        .for_each(|(i, out)| run(x, w, m, k, n, i * chunk, out.len() / m, out));
+        .for_each(|(i, out)| run(op, i * chunk, out.len() / m, out));
     if m == 1 {
         return blocks;
     }
@@ -74,18 +71,19 @@ fn chunk_width(n: usize, k: usize) -> usize {
     n.div_ceil(ranges).next_multiple_of(LANES).min(n)
 }
 
-/// Columns `[c0, c0 + width)` of `x · w` into `out` (`[m, width]`).
-#[allow(clippy::too_many_arguments)]
-fn run(
-    x: &[f32],
-    w: &[f32],
+/// The operands of one product: `x: [m, k]` and `w: [k, n]`, row-major.
+#[derive(Clone, Copy)]
+struct Operands<'a> {
+    x: &'a [f32],
+    w: &'a [f32],
     m: usize,
     k: usize,
     n: usize,
-    c0: usize,
-    width: usize,
-    out: &mut [f32],
-) {
+}
+
+/// Columns `[c0, c0 + width)` of `x · w` into `out` (`[m, width]`).
+fn run(op: Operands<'_>, c0: usize, width: usize, out: &mut [f32]) {
+    let Operands { x, w, m, k, n } = op;
     assert!(
         x.len() == m * k && w.len() == k * n,
         "x is [m, k], w is [k, n]"
@@ -99,11 +97,11 @@ fn run(
     // SAFETY: AVX-512F and the bounds that keep every load inside `x` and `w` and every store
     // inside `out` are asserted just above.
     unsafe {
-        avx512::columns(x, w, m, k, n, c0, width, out)
+        avx512::columns(op, c0, width, out)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (x, w, m, k, n, c0, width, out);
+        let _ = (c0, out);
         unreachable!("`available` is false off x86-64")
     }
 }
@@ -113,7 +111,7 @@ fn run(
 /// store).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::LANES;
+    use super::{LANES, Operands};
     use std::arch::x86_64::*;
 
     /// Dispatches on the row count; `R` (vectors per tile row) keeps the `M · R` accumulators,
@@ -122,17 +120,8 @@ mod avx512 {
     /// # Safety
     /// AVX-512F; `x: [m, k]`, `w: [k, n]`, `out: [m, width]`, `c0 + width ≤ n`.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn columns(
-        x: &[f32],
-        w: &[f32],
-        m: usize,
-        k: usize,
-        n: usize,
-        c0: usize,
-        width: usize,
-        out: &mut [f32],
-    ) {
+    pub(super) unsafe fn columns(op: Operands<'_>, c0: usize, width: usize, out: &mut [f32]) {
+        let Operands { x, w, m, k, n } = op;
         let (x, w, o) = (x.as_ptr(), w.as_ptr(), out.as_mut_ptr());
         // SAFETY: forwarded from the caller.
         unsafe {
@@ -308,7 +297,18 @@ mod tests {
         assert!(chunk_width(n, k) < n, "this shape is split");
         let split = matmul_small_m(&x, &w, m, k, n);
         let mut whole = vec![0f32; m * n];
-        run(&x, &w, m, k, n, 0, n, &mut whole);
+        run(
+            Operands {
+                x: &x,
+                w: &w,
+                m,
+                k,
+                n,
+            },
+            0,
+            n,
+            &mut whole,
+        );
         assert_eq!(split, whole);
     }
 
