@@ -15,6 +15,10 @@
 //!   down, 576 × 49 152 for the output), [`rlaif_kernels::linear`]'s small-row kernel against
 //!   Burn's `matmul` (gemm). Bytes: the weight read once (`4·K·N`; `x` and `y` are a few KiB), so
 //!   the throughput is the memory bandwidth the product reaches.
+//! - `linear/q4_1/MxKxN`: the same products from Q4_1 blocks
+//!   ([`rlaif_kernels::quant::QuantMatrix::matmul_rows`], dequantised in registers), as
+//!   `LanguageModel::load_for_inference` runs them for a GGUF model. Bytes: the blocks read
+//!   once (`20·K·N/32`, 0.156 of the f32 weight).
 //!
 //! Run: `cargo bench --bench kernels` (about 5 minutes on 2 cores). Results and the floors
 //! they imply are recorded in `docs/benchmarks.md`.
@@ -233,8 +237,33 @@ fn bench_linear(c: &mut Criterion) {
         g.bench_function(format!("matmul/{shape}"), |b| {
             b.iter(|| x.clone().matmul(w.clone()).into_data())
         });
+        let q = q4_1_blocks(n, kd);
+        let xv: Vec<f32> = x.clone().try_into_vec_as::<f32>().unwrap();
+        g.throughput(Throughput::Bytes(q.data().len() as u64));
+        g.bench_function(format!("q4_1/{shape}"), |b| {
+            b.iter(|| q.matmul_rows(black_box(&xv), m).unwrap())
+        });
     }
     g.finish();
+}
+
+/// `rows × cols` of Q4_1 blocks with a trained model's scales (d = 0.01, m = −0.08) and
+/// nibbles from a fixed byte pattern.
+fn q4_1_blocks(rows: usize, cols: usize) -> k::quant::QuantMatrix {
+    use k::quant::{BLOCK_VALUES, BlockFormat, QuantMatrix};
+    let blocks = rows * cols / BLOCK_VALUES;
+    let (d, m) = (half::f16::from_f32(0.01), half::f16::from_f32(-0.08));
+    let mut data = Vec::with_capacity(blocks * 20);
+    let mut byte = 0x5au8;
+    for _ in 0..blocks {
+        data.extend_from_slice(&d.to_le_bytes());
+        data.extend_from_slice(&m.to_le_bytes());
+        for _ in 0..16 {
+            byte = byte.wrapping_mul(181).wrapping_add(59);
+            data.push(byte);
+        }
+    }
+    QuantMatrix::new(BlockFormat::Q4_1, rows, cols, data).unwrap()
 }
 
 criterion_group!(

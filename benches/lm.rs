@@ -4,11 +4,18 @@
 //!   32-token prompt (KV cache), throughput in new tokens/s.
 //! - `generate/batch8_top_p`: as `batch8`, sampled at T = 1 with top-p 0.9 (the pipeline's
 //!   settings), so the sampler's cost shows beside the greedy figure.
+//! - `generate/batch1_gguf_blocks`, `generate/batch8_gguf_blocks`: as `batch1` / `batch8`
+//!   with the model loaded by `LanguageModel::load_for_inference`, whose decoding products
+//!   read the GGUF's Q4_1 / Q8_0 blocks (113 MB per step instead of 540 MB) — llama.cpp's
+//!   setting.
 //! - `prefill/1024`: one 1024-token prompt through the model into the KV cache and the first
 //!   new token (`generate` with one new token), throughput in prompt tokens/s: the critique
 //!   and revision prompts with their few-shot exemplars are this long.
 //! - `train_step/4x256`: forward + backward of the causal-LM loss on a 4 × 256 batch,
 //!   throughput in tokens/s (the optimizer step is not included).
+//!
+//! Every bench first sets the allocator as the `rlaif` command does at start-up
+//! ([`rlaif_kernels::tune_allocator`]), so the numbers are what the command gets.
 //!
 //! Run: `cargo bench --bench lm`. The same measurements in PyTorch are made by
 //! `benches/reference/torch_lm.py`; both are recorded in `docs/benchmarks.md`.
@@ -31,6 +38,7 @@ const NEW: usize = 32;
 const SEED: u64 = 0x9e3779b97f4a7c15;
 
 fn bench_generate(c: &mut Criterion) {
+    rlaif_kernels::tune_allocator();
     let lm = LanguageModel::load_default(&Device::default()).expect("default model");
     let params = SamplingParams {
         stop_at_eos: false,
@@ -56,10 +64,21 @@ fn bench_generate(c: &mut Criterion) {
     g.bench_function("batch8_top_p", |b| {
         b.iter(|| rlaif_lm::generate::generate(&lm.model, &lm.tokenizer, &p, &sampled).unwrap())
     });
+    // the same file loaded for inference: decoding reads the GGUF's Q4_1 / Q8_0 blocks
+    let path = rlaif_lm::resolve::default_model().expect("default model");
+    let q = LanguageModel::load_for_inference(&path, &Device::default()).expect("default model");
+    for batch in [1usize, 8] {
+        let p = common::random_ids(SEED, batch, PROMPT, lm.config.vocab_size);
+        g.throughput(Throughput::Elements((batch * NEW) as u64));
+        g.bench_function(format!("batch{batch}_gguf_blocks"), |b| {
+            b.iter(|| rlaif_lm::generate::generate(&q.model, &q.tokenizer, &p, &params).unwrap())
+        });
+    }
     g.finish();
 }
 
 fn bench_prefill(c: &mut Criterion) {
+    rlaif_kernels::tune_allocator();
     let lm = LanguageModel::load_default(&Device::default()).expect("default model");
     let params = SamplingParams {
         stop_at_eos: false,
@@ -77,6 +96,7 @@ fn bench_prefill(c: &mut Criterion) {
 }
 
 fn bench_train_step(c: &mut Criterion) {
+    rlaif_kernels::tune_allocator();
     let device = Device::default().autodiff();
     let lm = LanguageModel::load_default(&device).expect("default model");
     let (b, t) = (4usize, 256usize);

@@ -6,7 +6,7 @@
 
 use burn::prelude::Device;
 use clap::Parser;
-use rlaif::cli::{init_logging, load_model};
+use rlaif::cli::{init, load_model};
 use rlaif_core::{Conversation, Prompt, SamplingParams};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -47,7 +47,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    init_logging();
+    init();
     let args = Args::parse();
     let lm = load_model(args.model.as_deref(), &Device::default())?;
     let prompt = if args.raw {

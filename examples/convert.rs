@@ -6,7 +6,7 @@
 use anyhow::Context;
 use burn::prelude::Device;
 use clap::Parser;
-use rlaif::cli::{init_logging, load_model};
+use rlaif::cli::{init, load_model};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -21,7 +21,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    init_logging();
+    init();
     let args = Args::parse();
     let lm = load_model(args.model.as_deref(), &Device::default())?;
     lm.save_pretrained(&args.out)

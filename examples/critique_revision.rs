@@ -15,7 +15,7 @@
 
 use burn::prelude::Device;
 use clap::Parser;
-use rlaif::cli::{Interrupt, Terminal, init_logging, load_model};
+use rlaif::cli::{Interrupt, Terminal, init, load_model};
 use rlaif_constitution::{Constitution, PromptFormat};
 use rlaif_revision::{
     DegeneratePolicy, RevisionConfig, read_prompts, read_records, run_revision_until,
@@ -68,7 +68,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    init_logging();
+    init();
     let args = Args::parse();
     let prompts = read_prompts(&args.prompts)?;
     let constitution = match &args.constitution {

@@ -18,7 +18,7 @@
 use anyhow::Context;
 use burn::prelude::Device;
 use clap::Parser;
-use rlaif::cli::{Interrupt, Terminal, init_logging, load_model};
+use rlaif::cli::{Interrupt, Terminal, init, load_model};
 use rlaif_constitution::{Constitution, PromptFormat};
 use rlaif_core::fs::write_atomic;
 use rlaif_core::jsonl::{JsonlAppender, Verdict};
@@ -202,7 +202,7 @@ fn pct(x: Option<f64>) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
-    init_logging();
+    init();
     let args = Args::parse();
     let interrupt = Interrupt::install()?;
     let device = Device::default();

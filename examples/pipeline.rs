@@ -1,5 +1,5 @@
 //! The whole of Constitutional AI on SmolLM2-135M-Instruct and the CPU by default, in
-//! about 40 minutes on 2 cores, into `target/pipeline/`:
+//! about 30 minutes on 2 cores, into `target/pipeline/`:
 //!
 //! ```sh
 //! cargo run --release --example pipeline                       # the default profile
@@ -19,7 +19,7 @@
 
 use clap::Parser;
 use rlaif::cli::commands::pipeline::{Args, run};
-use rlaif::cli::{EXIT_INTERRUPTED, Outcome, init_logging};
+use rlaif::cli::{EXIT_INTERRUPTED, Outcome, init};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -30,7 +30,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    init_logging();
+    init();
     match run(Cli::parse().args) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Interrupted) => {

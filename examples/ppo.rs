@@ -23,7 +23,7 @@
 use anyhow::Context;
 use burn::prelude::Device;
 use clap::Parser;
-use rlaif::cli::{Interrupt, Terminal, init_logging, load_model};
+use rlaif::cli::{Interrupt, Terminal, init, load_model};
 use rlaif_core::Prompt;
 use rlaif_pm::PreferenceModel;
 use rlaif_ppo::{CriticInit, PpoConfig, PpoModels, PromptMix, PromptSet, Reward, SampleRecord};
@@ -88,7 +88,7 @@ fn rule_reward(_: &Prompt, response: &str) -> f32 {
 }
 
 fn main() -> anyhow::Result<()> {
-    init_logging();
+    init();
     let args = Args::parse();
     let device = Device::default();
     let mut red = read_prompts(&args.prompts)?;

@@ -22,7 +22,7 @@
 use anyhow::Context;
 use burn::prelude::Device;
 use clap::Parser;
-use rlaif::cli::{Interrupt, Terminal, init_logging, load_model};
+use rlaif::cli::{Interrupt, Terminal, init, load_model};
 use rlaif_constitution::{Constitution, PromptFormat};
 use rlaif_core::Prompt;
 use rlaif_feedback::{LabelConfig, PairConfig, generate_pairs, label_all, label_pairs, read_pairs};
@@ -64,7 +64,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    init_logging();
+    init();
     let args = Args::parse();
     let interrupt = Interrupt::install()?;
     let terminal = Terminal::new(interrupt.clone());

@@ -15,7 +15,7 @@
 
 use burn::prelude::Device;
 use clap::Parser;
-use rlaif::cli::{Interrupt, Terminal, init_logging, load_model};
+use rlaif::cli::{Interrupt, Terminal, init, load_model};
 use rlaif::constitution::{Constitution, PromptFormat};
 use rlaif::eval::revision::{RevisionQuality, revision_quality};
 use rlaif::feedback::LabelConfig;
@@ -65,7 +65,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    init_logging();
+    init();
     let args = Args::parse();
     let device = Device::default();
     let lm = load_model(args.model.as_deref(), &device)?;

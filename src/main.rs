@@ -63,7 +63,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    rlaif::cli::init_logging();
+    rlaif::cli::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Chat(a) => commands::chat::run(a),

@@ -6,8 +6,9 @@
 //!   Ctrl-C ([`Interrupt`]).
 //! - [`load_model`]: the model of `--model` (a Hugging Face directory or a `.gguf`), or the
 //!   default one, fetched on first use.
-//! - [`init_logging`]: a `tracing` subscriber on stderr (`RLAIF_LOG` or `RUST_LOG` to
-//!   filter).
+//! - [`init`]: start-up: the allocator set for tensor work
+//!   ([`tune_allocator`](crate::kernels::tune_allocator)) and a `tracing` subscriber on
+//!   stderr (`RLAIF_LOG` or `RUST_LOG` to filter).
 //! - [`settings`]: a subcommand's settings from a TOML file (`--config`) with its flags
 //!   on top.
 
@@ -18,7 +19,7 @@ pub mod settings;
 mod terminal;
 
 pub use interrupt::Interrupt;
-pub use model::{init_logging, load_model};
+pub use model::{init, load_model};
 pub use terminal::Terminal;
 
 /// The exit code of a run stopped cleanly by Ctrl-C (128 + SIGINT, as shells report it).

@@ -20,6 +20,7 @@
 //! | PPO losses | [`ppo_policy_loss`], [`ppo_value_loss`] | Schulman et al. 2017, eq. 7; PPO2 value clipping |
 //! | preference loss | [`bradley_terry_loss`] | Bradley & Terry 1952; Ouyang et al. 2022, eq. 1; Touvron et al. 2023; Eisenstein et al. 2023 |
 //! | projections of a decoding step (`M ≤ 8` rows) | [`linear()`] | memory-bound `[M, K]·[K, N]`, columns split across threads |
+//! | the same from ggml blocks (Q8_0, Q4_0, Q4_1) | [`quant::QuantMatrix::matmul_rows`] | ggml's block formats, dequantised in registers |
 //! | logit filters and sampling | [`top_k_filter`], [`top_p_filter`] (after top-k: over the renormalised distribution), [`sample_categorical`] | Fan et al. 2018; Holtzman et al. 2020 |
 //!
 //! ```
@@ -54,6 +55,7 @@
 
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod error;
 pub mod extension;
 #[cfg(feature = "flex")]
@@ -66,6 +68,7 @@ pub mod logit_filters;
 pub mod logprobs;
 pub mod ppo;
 pub mod preference;
+pub mod quant;
 mod simd;
 pub mod stats;
 
@@ -84,6 +87,7 @@ pub mod probe {
     }
 }
 
+pub use allocator::tune_allocator;
 pub use error::{KernelError, Result};
 pub use extension::{RlKernels, fused_available};
 pub use gae::{GaeConfig, GaeOutput, gae, gae_default, rewards_at_eos};

@@ -11,6 +11,7 @@
 use crate::LmError;
 use half::{bf16, f16};
 use rayon::prelude::*;
+use rlaif_kernels::quant::{self, BlockFormat};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -104,14 +105,24 @@ impl GgmlType {
 
     /// (elements per block, bytes per block), or `None` for unsupported types.
     fn block(self) -> Option<(usize, usize)> {
+        if let Some(format) = self.block_format() {
+            return Some((quant::BLOCK_VALUES, format.block_bytes()));
+        }
         Some(match self {
             Self::F32 => (1, 4),
             Self::F16 | Self::BF16 => (1, 2),
-            Self::Q8_0 => (32, 34),
-            Self::Q4_0 => (32, 18),
-            Self::Q4_1 => (32, 20),
-            Self::Other(..) => return None,
+            _ => return None,
         })
+    }
+
+    /// The block format of the quantised types (`rlaif_kernels::quant` decodes them).
+    pub(crate) fn block_format(self) -> Option<BlockFormat> {
+        match self {
+            Self::Q8_0 => Some(BlockFormat::Q8_0),
+            Self::Q4_0 => Some(BlockFormat::Q4_0),
+            Self::Q4_1 => Some(BlockFormat::Q4_1),
+            _ => None,
+        }
     }
 
     /// The ggml name of the type (`"Q4_1"`, ...).
@@ -453,6 +464,13 @@ impl GgufFile {
         self.tensors.iter().find(|t| t.name == name)
     }
 
+    /// The stored bytes of a tensor (blocks for the quantised types).
+    pub(crate) fn tensor_bytes(&self, info: &TensorInfo) -> Option<&[u8]> {
+        let (per, size) = info.ggml_type.block()?;
+        let start = self.data_offset + info.offset as usize;
+        self.bytes.get(start..start + info.numel() / per * size)
+    }
+
     /// Dequantises a tensor to f32; returns (row-major shape, values).
     pub(crate) fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), LmError> {
         let info = self
@@ -503,31 +521,11 @@ fn dequantize_block(ty: GgmlType, b: &[u8], out: &mut [f32]) {
         GgmlType::F32 => out[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
         GgmlType::F16 => out[0] = f16_at(0),
         GgmlType::BF16 => out[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-        // block_q8_0 { ggml_half d; int8_t qs[32]; }
-        GgmlType::Q8_0 => {
-            let d = f16_at(0);
-            for (o, &q) in out.iter_mut().zip(&b[2..34]) {
-                *o = d * (q as i8) as f32;
+        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Other(..) => {
+            if let Some(format) = ty.block_format() {
+                quant::dequantize_block(format, b, out);
             }
         }
-        // block_q4_0 { ggml_half d; uint8_t qs[16]; }: element j in the low nibble of
-        // qs[j], element j + 16 in its high nibble.
-        GgmlType::Q4_0 => {
-            let d = f16_at(0);
-            for (j, &q) in b[2..18].iter().enumerate() {
-                out[j] = d * ((q & 0x0f) as i32 - 8) as f32;
-                out[j + 16] = d * ((q >> 4) as i32 - 8) as f32;
-            }
-        }
-        // block_q4_1 { ggml_half d; ggml_half m; uint8_t qs[16]; }
-        GgmlType::Q4_1 => {
-            let (d, m) = (f16_at(0), f16_at(2));
-            for (j, &q) in b[4..20].iter().enumerate() {
-                out[j] = d * (q & 0x0f) as f32 + m;
-                out[j + 16] = d * (q >> 4) as f32 + m;
-            }
-        }
-        GgmlType::Other(..) => {}
     }
 }
 

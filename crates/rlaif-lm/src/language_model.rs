@@ -6,7 +6,9 @@ use crate::hf::{read_optional_json, read_weights, write_safetensors};
 use crate::model::Llama;
 use crate::template::ChatTemplate;
 use crate::tokenizer::TextTokenizer;
-use crate::weights::{model_from_weights, weights_from_gguf, weights_from_model};
+use crate::weights::{
+    model_from_weights, quantized_from_gguf, weights_from_gguf, weights_from_model,
+};
 use crate::{LlamaConfig, LmError, generate, resolve, score};
 use burn::prelude::*;
 use rlaif_core::fs::write_atomic;
@@ -65,6 +67,37 @@ impl LanguageModel {
             tokenizer,
             chat_template,
         })
+    }
+
+    /// Loads a model for inference only (a reference model, a labeller, a judge, a chat): its
+    /// weights frozen ([`Module::no_grad`]), and, from a GGUF file, its quantised weights
+    /// (Q8_0, Q4_0, Q4_1) also kept as the file's blocks, which decoding products of at most
+    /// eight rows read instead of the f32 weights on the flex backend
+    /// ([`Llama::attach_quantized`](crate::Llama::attach_quantized)): a quarter to a sixth of
+    /// the bytes per step. The blocks hold exactly the f32 model's values; the sums run in
+    /// another order, so logits differ from [`LanguageModel::load`]'s by rounding (a few
+    /// 1e-6 relative). A Hugging Face directory loads as with [`LanguageModel::load`], frozen.
+    ///
+    /// Do not train the model this returns (its weights do not require gradients, and blocks
+    /// kept for decoding would not follow the weights): load it with
+    /// [`LanguageModel::load`] for that.
+    pub fn load_for_inference(path: impl AsRef<Path>, device: &Device) -> Result<Self, LmError> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            let mut lm = Self::load_hf_dir(path, device)?;
+            lm.model = lm.model.no_grad();
+            return Ok(lm);
+        }
+        let g = GgufFile::open(path)?;
+        let mut lm = Self::from_gguf(&g, device)?;
+        lm.model = lm.model.no_grad();
+        let blocks = quantized_from_gguf(&g, &lm.config)?;
+        let kept = lm.model.attach_quantized(&blocks);
+        tracing::debug!(
+            "{}: {kept} weights kept as ggml blocks for decoding",
+            path.display()
+        );
+        Ok(lm)
     }
 
     /// Loads a Hugging Face model directory: `config.json`, `tokenizer.json`, the weights

@@ -25,6 +25,9 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
+use rlaif_kernels::quant::QuantMatrix;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The initial distribution of the weight matrices (GPT-2's, as Hugging Face's Llama uses).
 const INIT_WEIGHTS: Initializer = Initializer::Normal {
@@ -39,6 +42,10 @@ pub struct Proj {
     pub weight: Param<Tensor<2>>,
     /// `[out]`.
     pub bias: Option<Param<Tensor<1>>>,
+    /// `W` as ggml blocks (`[out, in]`) kept from a GGUF file for decoding while the weight
+    /// is frozen (see [`Llama::attach_quantized`]); not a parameter.
+    #[module(skip)]
+    pub quantized: Option<Arc<QuantMatrix>>,
 }
 
 impl Proj {
@@ -47,14 +54,20 @@ impl Proj {
         Self {
             weight: INIT_WEIGHTS.init([d_in, d_out], device),
             bias: bias.then(|| Initializer::Zeros.init([d_out], device)),
+            quantized: None,
         }
     }
 
     /// `[B, S, in] → [B, S, out]`, as one 2-D product over the `B·S` rows (a batched
     /// `[B, S, K]·[1, K, N]` product would broadcast the weight and, on flex, read it once
-    /// per batch row on a single thread).
+    /// per batch row on a single thread); from the ggml blocks of [`Proj::quantized`] when
+    /// the product is a decoding step of a frozen weight on flex (see
+    /// [`Llama::attach_quantized`]).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let y = matmul_rows(x, self.weight.val());
+        let y = match quantized_rows(&x, &self.weight, self.quantized.as_deref()) {
+            Some(y) => y,
+            None => matmul_rows(x, self.weight.val()),
+        };
         match &self.bias {
             Some(b) => y + b.val().unsqueeze::<3>(),
             None => y,
@@ -71,6 +84,35 @@ fn matmul_rows(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
     rlaif_kernels::linear(x.reshape([b * s, k]), w)
         .expect("a projection's input width is its weight's (both from the config)")
         .reshape([b, s, n])
+}
+
+/// `x [B, S, K] · W → [B, S, N]` from `W`'s ggml blocks (`rlaif_kernels::quant`), when
+/// there are blocks, at most eight rows (a decoding step), the flex CPU backend, and the
+/// product is not part of training: neither `x` nor the weight requires a gradient (a frozen
+/// weight cannot be changed by an optimizer, so its blocks still hold its values). `None`
+/// otherwise: the caller runs the f32 product.
+fn quantized_rows(
+    x: &Tensor<3>,
+    weight: &Param<Tensor<2>>,
+    q: Option<&QuantMatrix>,
+) -> Option<Tensor<3>> {
+    let q = q?;
+    let [b, s, k] = x.dims();
+    let device = x.device();
+    if b * s > rlaif_kernels::SMALL_M_MAX_ROWS
+        || k != q.cols()
+        || x.is_require_grad()
+        || weight.val().is_require_grad()
+        || !rlaif_kernels::fused_available(&device, x.dtype())
+    {
+        return None;
+    }
+    let rows: Vec<f32> = x.clone().into_data().try_into_vec::<f32>().ok()?;
+    let y = q.matmul_rows(&rows, b * s).ok()?;
+    Some(Tensor::from_data(
+        TensorData::new(y, [b, s, q.rows()]),
+        &device,
+    ))
 }
 
 /// Root-mean-square layer norm (Zhang & Sennrich 2019): `x / sqrt(mean(x²) + ε) · w`.
@@ -333,6 +375,10 @@ pub struct Llama {
     pub lm_head: Option<Param<Tensor<2>>>,
     /// RoPE tables (constants, not parameters).
     pub rope: Rope,
+    /// The output projection (`lm_head`, or the tied embedding) as ggml blocks `[vocab,
+    /// hidden]`, kept for decoding like [`Proj::quantized`]; not a parameter.
+    #[module(skip)]
+    pub quantized_head: Option<Arc<QuantMatrix>>,
 }
 
 /// Builds the attention mask `[B, 1, S, T]` (true = masked) for `S` new tokens after
@@ -442,6 +488,7 @@ impl LlamaConfig {
             norm: RmsNorm::new(h, eps, device),
             lm_head: (!self.tie_word_embeddings).then(|| INIT_WEIGHTS.init([h, v], device)),
             rope: Rope::new(hd, self.max_position_embeddings, self.rope_theta, device),
+            quantized_head: None,
         })
     }
 }
@@ -488,7 +535,75 @@ impl Llama {
     /// Logits `[B, S, V]` from hidden states `[B, S, H]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        matmul_rows(hidden, w.val())
+        match quantized_rows(&hidden, w, self.quantized_head.as_deref()) {
+            Some(y) => y,
+            None => matmul_rows(hidden, w.val()),
+        }
+    }
+
+    /// Keeps ggml blocks of the projections and of the output layer for decoding, from
+    /// `blocks` keyed by Hugging Face weight names (`model.layers.0.self_attn.q_proj.weight`,
+    /// `lm_head.weight`, or `model.embed_tokens.weight` for a tied output layer), each
+    /// `[out, in]`; weights without an entry (or whose blocks have another shape) stay f32
+    /// only. Returns how many weights got their blocks.
+    ///
+    /// The blocks are used in place of a weight only while it is frozen (it does not require
+    /// a gradient, as after [`Module::no_grad`]) and only for products of at most eight rows
+    /// on the flex backend; everything else reads the f32 weight. The blocks must hold the
+    /// f32 weight's values (as a GGUF file's blocks do for the model loaded from it): a
+    /// weight changed after this call would not be seen by decoding, so a model that will
+    /// be trained must not keep blocks ([`Llama::drop_quantized`]).
+    pub fn attach_quantized(&mut self, blocks: &HashMap<String, Arc<QuantMatrix>>) -> usize {
+        let fits = |name: &str, p: &Param<Tensor<2>>| {
+            let [k, n] = p.dims();
+            blocks
+                .get(name)
+                .filter(|q| q.rows() == n && q.cols() == k)
+                .cloned()
+        };
+        let mut count = 0;
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let a = &mut layer.self_attn;
+            let m = &mut layer.mlp;
+            for (name, proj) in [
+                ("self_attn.q_proj", &mut a.q_proj),
+                ("self_attn.k_proj", &mut a.k_proj),
+                ("self_attn.v_proj", &mut a.v_proj),
+                ("self_attn.o_proj", &mut a.o_proj),
+                ("mlp.gate_proj", &mut m.gate_proj),
+                ("mlp.up_proj", &mut m.up_proj),
+                ("mlp.down_proj", &mut m.down_proj),
+            ] {
+                proj.quantized = fits(&format!("model.layers.{i}.{name}.weight"), &proj.weight);
+                count += usize::from(proj.quantized.is_some());
+            }
+        }
+        self.quantized_head = match &self.lm_head {
+            Some(head) => fits("lm_head.weight", head),
+            None => fits("model.embed_tokens.weight", &self.embed_tokens),
+        };
+        count + usize::from(self.quantized_head.is_some())
+    }
+
+    /// Drops every weight's ggml blocks (see [`Llama::attach_quantized`]): from then on every
+    /// product reads the f32 weights.
+    pub fn drop_quantized(&mut self) {
+        for layer in &mut self.layers {
+            let a = &mut layer.self_attn;
+            let m = &mut layer.mlp;
+            for proj in [
+                &mut a.q_proj,
+                &mut a.k_proj,
+                &mut a.v_proj,
+                &mut a.o_proj,
+                &mut m.gate_proj,
+                &mut m.up_proj,
+                &mut m.down_proj,
+            ] {
+                proj.quantized = None;
+            }
+        }
+        self.quantized_head = None;
     }
 
     /// Logits `[B, S, V]` of a batch of sequences with `attention_mask [B, S]` (1 = real

@@ -590,3 +590,46 @@ fn unsupported_gguf_architecture_and_bad_sizes_name_the_key() {
     assert_eq!(c.model_type, crate::ModelType::Qwen2);
     assert!(c.qkv_bias());
 }
+
+/// Blocks kept for decoding are read only for a frozen weight, at most eight rows, on flex:
+/// blocks of zeros in place of the tiny model's output layer make every logit 0 exactly when
+/// they are read, so the test sees which path ran.
+#[test]
+fn quantised_blocks_are_read_only_for_frozen_decoding_products() {
+    use rlaif_kernels::quant::{BlockFormat, QuantMatrix};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let cfg = tiny_config(true);
+    let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+    let zeros = QuantMatrix::new(BlockFormat::Q8_0, v, h, vec![0; v * h / 32 * 34]).unwrap();
+    let blocks = HashMap::from([("model.embed_tokens.weight".to_string(), Arc::new(zeros))]);
+    let short: &[u32] = &[5, 9, 33];
+    let long: &[u32] = &[5, 9, 33, 70, 2, 8, 100, 4, 11];
+
+    let plain = tiny_lm(true);
+    let mut frozen = tiny_lm(true);
+    frozen.model = frozen.model.no_grad();
+    assert_eq!(frozen.model.attach_quantized(&blocks), 1);
+    assert!(
+        logits_of(&frozen, short).iter().all(|&x| x == 0.0),
+        "blocks read"
+    );
+    assert_eq!(
+        logits_of(&frozen, long),
+        logits_of(&plain, long),
+        "9 rows: f32"
+    );
+
+    // a weight that requires a gradient (training) never reads its blocks
+    let device = Device::default().autodiff();
+    let mut trained = LanguageModel::from_parts(seeded(&cfg, &device), cfg, tiny_tokenizer(), None);
+    assert_eq!(trained.model.attach_quantized(&blocks), 1);
+    let want = logits_of(&plain, short);
+    assert!(
+        max_abs_diff(&logits_of(&trained, short), &want) < 1e-6,
+        "trainable: f32"
+    );
+
+    frozen.model.drop_quantized();
+    assert_eq!(logits_of(&frozen, short), want, "dropped: f32");
+}

@@ -11,8 +11,11 @@ use crate::{LlamaConfig, LmError};
 use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use rayon::prelude::*;
+use rlaif_kernels::quant::QuantMatrix;
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One tensor: row-major shape and values.
 #[derive(Debug, Clone, PartialEq)]
@@ -309,10 +312,15 @@ fn gguf_to_hf_name(name: &str) -> Option<String> {
 /// `h·d + t·d/2 + j` of the Hugging Face tensor. Works for weights `[out, in]` and biases
 /// `[out]` (`cols = 1`); `rows` must be a multiple of `2 · n_heads` and `data` must hold
 /// `rows · cols` values.
-fn unpermute_rows(data: &[f32], n_heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+fn unpermute_rows<T: Copy + Default>(
+    data: &[T],
+    n_heads: usize,
+    rows: usize,
+    cols: usize,
+) -> Vec<T> {
     let hd = rows / n_heads;
     let half = hd / 2;
-    let mut out = vec![0f32; data.len()];
+    let mut out = vec![T::default(); data.len()];
     for h in 0..n_heads {
         for j in 0..half {
             for t in 0..2 {
@@ -372,6 +380,56 @@ pub(crate) fn weights_from_gguf(
         }
     }
     Ok(map)
+}
+
+/// The quantised 2-D tensors of a GGUF model (Q8_0, Q4_0, Q4_1) as ggml blocks `[out, in]`
+/// under Hugging Face names, with Llama's q/k row permutation undone on whole rows of
+/// blocks, for [`Llama::attach_quantized`](crate::Llama::attach_quantized). Tensors of other
+/// types are left out.
+pub(crate) fn quantized_from_gguf(
+    g: &crate::gguf::GgufFile,
+    cfg: &LlamaConfig,
+) -> Result<HashMap<String, Arc<QuantMatrix>>, LmError> {
+    let bad = |msg: String| LmError::Gguf {
+        path: PathBuf::from(g.path()),
+        msg,
+    };
+    let mut out = HashMap::new();
+    for info in &g.tensors {
+        let (Some(format), Some(hf), &[cols, rows]) = (
+            info.ggml_type.block_format(),
+            gguf_to_hf_name(&info.name),
+            info.dims.as_slice(),
+        ) else {
+            continue;
+        };
+        let bytes = g
+            .tensor_bytes(info)
+            .ok_or_else(|| bad(format!("tensor {} lies outside the file", info.name)))?;
+        let mut data = bytes.to_vec();
+        if cfg.model_type.gguf_permutes_qk() {
+            let heads = if hf.contains("q_proj") {
+                Some(cfg.num_attention_heads)
+            } else if hf.contains("k_proj") {
+                Some(cfg.kv_heads())
+            } else {
+                None
+            };
+            if let Some(n) = heads {
+                if !rows.is_multiple_of(2 * n) {
+                    return Err(bad(format!(
+                        "tensor {} has {rows} rows, not a multiple of 2 × {n} heads",
+                        info.name
+                    )));
+                }
+                data = unpermute_rows(&data, n, rows, data.len() / rows);
+            }
+        }
+        let q = QuantMatrix::new(format, rows, cols, data)
+            .map_err(|e| bad(format!("tensor {}: {e}", info.name)))?;
+        out.insert(hf, Arc::new(q));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

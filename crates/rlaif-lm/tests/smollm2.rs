@@ -171,3 +171,79 @@ fn smollm2_logits_greedy_and_template_match_transformers() {
         assert_eq!(out[0].text, case["new_text"].as_str().unwrap());
     }
 }
+
+/// Logits `[s, V]` of `ids` as one forward pass.
+fn forward_logits(lm: &LanguageModel, ids: &[u32]) -> Vec<f32> {
+    let toks: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(toks, [1, ids.len()]), &lm.device());
+    lm.model
+        .forward(tokens, &[vec![true; ids.len()]])
+        .try_into_vec_as::<f32>()
+        .unwrap()
+}
+
+/// The model loaded for inference keeps the GGUF's Q4_1 / Q8_0 blocks and decodes from them:
+/// its logits over a few tokens (every product from the blocks) agree with the f32 model's to
+/// rounding, and its greedy continuations are transformers' token for token.
+#[test]
+fn quantised_decoding_matches_the_f32_model_and_transformers() {
+    let fx = fixture();
+    let device = Device::default();
+    let q = LanguageModel::load_for_inference(model_path(), &device).unwrap();
+    let kept = q
+        .model
+        .layers
+        .iter()
+        .flat_map(|l| {
+            let (a, m) = (&l.self_attn, &l.mlp);
+            [
+                &a.q_proj,
+                &a.k_proj,
+                &a.v_proj,
+                &a.o_proj,
+                &m.gate_proj,
+                &m.up_proj,
+                &m.down_proj,
+            ]
+        })
+        .filter(|p| p.quantized.is_some())
+        .count();
+    assert_eq!(kept, 30 * 7, "every projection keeps its blocks");
+    assert!(
+        q.model.quantized_head.is_some(),
+        "the tied output layer (Q8_0)"
+    );
+
+    let f = LanguageModel::load(model_path(), &device).unwrap();
+    let (mut worst, mut differs) = (0f32, false);
+    for case in fx["logit_prompts"].as_array().unwrap() {
+        let ids = ids(&case["ids"]);
+        let ids = &ids[..ids.len().min(rlaif_kernels::SMALL_M_MAX_ROWS)];
+        let (a, b) = (forward_logits(&q, ids), forward_logits(&f, ids));
+        for (x, y) in a.iter().zip(&b) {
+            worst = worst.max((x - y).abs());
+            differs |= x != y;
+        }
+    }
+    eprintln!("largest |Δlogit| blocks vs f32: {worst:e}");
+    assert!(worst < LOGIT_TOL, "{worst}");
+    assert!(
+        differs,
+        "the products ran from the blocks (sums in another order)"
+    );
+
+    for case in fx["greedy"].as_array().unwrap() {
+        let prompt = ids(&case["ids"]);
+        let want = ids(&case["new_ids"]);
+        let params = SamplingParams {
+            stop_at_eos: false,
+            ..SamplingParams::greedy(want.len())
+        };
+        let out = rlaif_lm::generate::generate(&q.model, &q.tokenizer, &[prompt], &params).unwrap();
+        assert_eq!(
+            out[0].token_ids, want,
+            "greedy continuation of {:?}",
+            case["text"]
+        );
+    }
+}
