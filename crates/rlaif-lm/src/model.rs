@@ -347,6 +347,21 @@ pub struct Block {
 }
 
 impl Block {
+    /// The seven projections of the block under their Hugging Face names
+    /// (`self_attn.q_proj`, …, `mlp.down_proj`).
+    pub fn projections_mut(&mut self) -> [(&'static str, &mut Proj); 7] {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        [
+            ("self_attn.q_proj", &mut a.q_proj),
+            ("self_attn.k_proj", &mut a.k_proj),
+            ("self_attn.v_proj", &mut a.v_proj),
+            ("self_attn.o_proj", &mut a.o_proj),
+            ("mlp.gate_proj", &mut m.gate_proj),
+            ("mlp.up_proj", &mut m.up_proj),
+            ("mlp.down_proj", &mut m.down_proj),
+        ]
+    }
+
     /// The residual stream after this block, `[B, S, H]`.
     fn forward(
         &self,
@@ -563,17 +578,7 @@ impl Llama {
         };
         let mut count = 0;
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            let a = &mut layer.self_attn;
-            let m = &mut layer.mlp;
-            for (name, proj) in [
-                ("self_attn.q_proj", &mut a.q_proj),
-                ("self_attn.k_proj", &mut a.k_proj),
-                ("self_attn.v_proj", &mut a.v_proj),
-                ("self_attn.o_proj", &mut a.o_proj),
-                ("mlp.gate_proj", &mut m.gate_proj),
-                ("mlp.up_proj", &mut m.up_proj),
-                ("mlp.down_proj", &mut m.down_proj),
-            ] {
+            for (name, proj) in layer.projections_mut() {
                 proj.quantized = fits(&format!("model.layers.{i}.{name}.weight"), &proj.weight);
                 count += usize::from(proj.quantized.is_some());
             }
@@ -589,17 +594,7 @@ impl Llama {
     /// product reads the f32 weights.
     pub fn drop_quantized(&mut self) {
         for layer in &mut self.layers {
-            let a = &mut layer.self_attn;
-            let m = &mut layer.mlp;
-            for proj in [
-                &mut a.q_proj,
-                &mut a.k_proj,
-                &mut a.v_proj,
-                &mut a.o_proj,
-                &mut m.gate_proj,
-                &mut m.up_proj,
-                &mut m.down_proj,
-            ] {
+            for (_, proj) in layer.projections_mut() {
                 proj.quantized = None;
             }
         }

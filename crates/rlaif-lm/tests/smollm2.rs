@@ -189,24 +189,13 @@ fn forward_logits(lm: &LanguageModel, ids: &[u32]) -> Vec<f32> {
 fn quantised_decoding_matches_the_f32_model_and_transformers() {
     let fx = fixture();
     let device = Device::default();
-    let q = LanguageModel::load_for_inference(model_path(), &device).unwrap();
+    let mut q = LanguageModel::load_for_inference(model_path(), &device).unwrap();
     let kept = q
         .model
         .layers
-        .iter()
-        .flat_map(|l| {
-            let (a, m) = (&l.self_attn, &l.mlp);
-            [
-                &a.q_proj,
-                &a.k_proj,
-                &a.v_proj,
-                &a.o_proj,
-                &m.gate_proj,
-                &m.up_proj,
-                &m.down_proj,
-            ]
-        })
-        .filter(|p| p.quantized.is_some())
+        .iter_mut()
+        .flat_map(|l| l.projections_mut())
+        .filter(|(_, p)| p.quantized.is_some())
         .count();
     assert_eq!(kept, 30 * 7, "every projection keeps its blocks");
     assert!(
