@@ -333,6 +333,33 @@ fn unpermute_rows<T: Copy + Default>(
     out
 }
 
+/// [`unpermute_rows`] on `data` (`rows` rows of equal length, f32 values or ggml blocks) when
+/// `hf` names a q or k projection of an architecture whose GGUF files permute them; every
+/// other tensor passes through. `Err` says what is wrong with the row count.
+fn unpermute_qk<T: Copy + Default>(
+    cfg: &LlamaConfig,
+    hf: &str,
+    data: Vec<T>,
+    rows: usize,
+) -> Result<Vec<T>, String> {
+    let heads = if !cfg.model_type.gguf_permutes_qk() {
+        return Ok(data);
+    } else if hf.contains("q_proj") {
+        cfg.num_attention_heads
+    } else if hf.contains("k_proj") {
+        cfg.kv_heads()
+    } else {
+        return Ok(data);
+    };
+    if rows == 0 || !rows.is_multiple_of(2 * heads) {
+        return Err(format!(
+            "has {rows} rows, not a multiple of 2 × {heads} heads"
+        ));
+    }
+    let cols = data.len() / rows;
+    Ok(unpermute_rows(&data, heads, rows, cols))
+}
+
 /// Reads every tensor of a GGUF model into a weight map under Hugging Face names, with
 /// Llama's q/k permutation undone.
 pub(crate) fn weights_from_gguf(
@@ -351,30 +378,13 @@ pub(crate) fn weights_from_gguf(
             }
             return Err(bad(format!("unexpected tensor {}", info.name)));
         };
-        let (shape, mut data) = g.tensor_f32(&info.name)?;
-        if cfg.model_type.gguf_permutes_qk() {
-            let heads = if hf.contains("q_proj") {
-                Some(cfg.num_attention_heads)
-            } else if hf.contains("k_proj") {
-                Some(cfg.kv_heads())
-            } else {
-                None
-            };
-            if let Some(n) = heads {
-                let (rows, cols) = match *shape.as_slice() {
-                    [rows, cols] => (rows, cols),
-                    [rows] => (rows, 1),
-                    _ => return Err(bad(format!("tensor {} has shape {shape:?}", info.name))),
-                };
-                if !rows.is_multiple_of(2 * n) {
-                    return Err(bad(format!(
-                        "tensor {} has {rows} rows, not a multiple of 2 × {n} heads",
-                        info.name
-                    )));
-                }
-                data = unpermute_rows(&data, n, rows, cols);
-            }
-        }
+        let (shape, data) = g.tensor_f32(&info.name)?;
+        let rows = match *shape.as_slice() {
+            [rows, _] | [rows] => rows,
+            _ => 0, // not a projection: passes through unless named as q or k
+        };
+        let data = unpermute_qk(cfg, &hf, data, rows)
+            .map_err(|m| bad(format!("tensor {} (shape {shape:?}) {m}", info.name)))?;
         if map.insert(hf, HostTensor { shape, data }).is_some() {
             return Err(bad(format!("tensor {} appears twice", info.name)));
         }
@@ -406,25 +416,8 @@ pub(crate) fn quantized_from_gguf(
         let bytes = g
             .tensor_bytes(info)
             .ok_or_else(|| bad(format!("tensor {} lies outside the file", info.name)))?;
-        let mut data = bytes.to_vec();
-        if cfg.model_type.gguf_permutes_qk() {
-            let heads = if hf.contains("q_proj") {
-                Some(cfg.num_attention_heads)
-            } else if hf.contains("k_proj") {
-                Some(cfg.kv_heads())
-            } else {
-                None
-            };
-            if let Some(n) = heads {
-                if !rows.is_multiple_of(2 * n) {
-                    return Err(bad(format!(
-                        "tensor {} has {rows} rows, not a multiple of 2 × {n} heads",
-                        info.name
-                    )));
-                }
-                data = unpermute_rows(&data, n, rows, data.len() / rows);
-            }
-        }
+        let data = unpermute_qk(cfg, &hf, bytes.to_vec(), rows)
+            .map_err(|m| bad(format!("tensor {} {m}", info.name)))?;
         let q = QuantMatrix::new(format, rows, cols, data)
             .map_err(|e| bad(format!("tensor {}: {e}", info.name)))?;
         out.insert(hf, Arc::new(q));
