@@ -61,7 +61,7 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub common: Common,
-    /// Starting values: smoke (minutes), default (about 40 minutes on 2 CPU cores with
+    /// Starting values: smoke (minutes), default (about 30 minutes on 2 CPU cores with
     /// SmolLM2-135M), paper (the paper's settings, for a GPU) [default: default].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
