@@ -2,11 +2,12 @@
 //!
 //! The message goes through the model's chat template with the generation prompt. With
 //! `--greedy`, stdout holds exactly the decoded greedy continuation (logs go to stderr), so
-//! it can be compared with other implementations.
+//! it can be compared with other implementations. The model is loaded for inference only: a
+//! GGUF decodes from its quantised blocks (`LanguageModel::load_for_inference`).
 
 use burn::prelude::Device;
 use clap::Parser;
-use rlaif::cli::{init, load_model};
+use rlaif::cli::{init, load_model_for_inference};
 use rlaif_core::{Conversation, Prompt, SamplingParams};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -49,7 +50,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     init();
     let args = Args::parse();
-    let lm = load_model(args.model.as_deref(), &Device::default())?;
+    let lm = load_model_for_inference(args.model.as_deref(), &Device::default())?;
     let prompt = if args.raw {
         Prompt::Text(args.message)
     } else {

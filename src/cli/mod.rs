@@ -5,7 +5,8 @@
 //!   progress bar per stage on stderr (`indicatif`) and asks the stage to stop after a
 //!   Ctrl-C ([`Interrupt`]).
 //! - [`load_model`]: the model of `--model` (a Hugging Face directory or a `.gguf`), or the
-//!   default one, fetched on first use.
+//!   default one, fetched on first use; [`load_model_for_inference`] for a model that is
+//!   only run (frozen; a GGUF decodes from its quantised blocks).
 //! - [`init`]: start-up: the allocator set for tensor work
 //!   ([`tune_allocator`](crate::kernels::tune_allocator)) and a `tracing` subscriber on
 //!   stderr (`RLAIF_LOG` or `RUST_LOG` to filter).
@@ -19,7 +20,7 @@ pub mod settings;
 mod terminal;
 
 pub use interrupt::Interrupt;
-pub use model::{init, load_model};
+pub use model::{init, load_model, load_model_for_inference};
 pub use terminal::Terminal;
 
 /// The exit code of a run stopped cleanly by Ctrl-C (128 + SIGINT, as shells report it).

