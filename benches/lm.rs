@@ -6,7 +6,7 @@
 //!   settings), so the sampler's cost shows beside the greedy figure.
 //! - `generate/batch1_gguf_blocks`, `generate/batch8_gguf_blocks`: as `batch1` / `batch8`
 //!   with the model loaded by `LanguageModel::load_for_inference`, whose decoding products
-//!   read the GGUF's Q4_1 / Q8_0 blocks (113 MB per step instead of 540 MB) — llama.cpp's
+//!   read the GGUF's Q4_1 / Q8_0 blocks (97 MB per step instead of 540 MB) — llama.cpp's
 //!   setting.
 //! - `prefill/1024`: one 1024-token prompt through the model into the KV cache and the first
 //!   new token (`generate` with one new token), throughput in prompt tokens/s: the critique

@@ -17,7 +17,7 @@
 //! the f32 product; only the rounding of the sums differs (the sums run in another order).
 //!
 //! A decoding step is bound by reading the weights: SmolLM2-135M reads 540 MB per step in
-//! f32, 113 MB as its GGUF's Q4_1 (and Q8_0 embedding) blocks. [`QuantMatrix::matmul_rows`]
+//! f32, 97 MB as its GGUF's Q4_1 (and Q8_0 embedding) blocks. [`QuantMatrix::matmul_rows`]
 //! reads each block once for all `M ≤ 8` rows of `x`: with AVX-512 a block becomes two
 //! vectors of 16 floats in registers (one widening load, one convert, one multiply-add for
 //! the scales) and is multiplied into `M` accumulators; the outputs are split into ranges
