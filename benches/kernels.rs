@@ -19,6 +19,13 @@
 //!   ([`rlaif_kernels::quant::QuantMatrix::matmul_rows`], dequantised in registers), as
 //!   `LanguageModel::load_for_inference` runs them for a GGUF model. Bytes: the blocks read
 //!   once (`20·K·N/32`, 0.156 of the f32 weight).
+//! - `attention/{fused,burn}/<shape>`: grouped-query attention at SmolLM2's shapes (9 query
+//!   heads, 3 key/value heads, width 64) with the model's causal bias: `prefill1024` (one
+//!   1024-token prompt), `decode_b8_t64` and `decode_b8_t1024` (one new token for 8 sequences
+//!   after 64 or 1024 cached ones), `decode_b1_t1024`. [`rlaif_kernels::attention`] (the kernel
+//!   that skips masked key tiles) against its default body (Burn's `attention`, which flex runs
+//!   over every tile). Elements: the multiply-adds a causal kernel must do
+//!   (`2 · B · H · D · Σ_i visible keys of query i`, for `q kᵀ` and `p v`).
 //!
 //! Run: `cargo bench --bench kernels` (about 5 minutes on 2 cores). Results and the floors
 //! they imply are recorded in `docs/benchmarks.md`.
@@ -247,6 +254,50 @@ fn bench_linear(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_attention(c: &mut Criterion) {
+    let device = Device::flex();
+    device.seed(12);
+    let mut g = c.benchmark_group("attention");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    let (h, kvh, d) = (9usize, 3usize, 64usize);
+    for (name, b, s, t) in [
+        ("prefill1024", 1usize, 1024usize, 1024usize),
+        ("decode_b8_t64", 8, 1, 64),
+        ("decode_b1_t1024", 1, 1, 1024),
+        ("decode_b8_t1024", 8, 1, 1024),
+    ] {
+        let normal = Distribution::Normal(0.0, 1.0);
+        let q = Tensor::<4>::random([b, h, s, d], normal, &device);
+        let k_ = Tensor::<4>::random([b, kvh, t, d], normal, &device);
+        let v = Tensor::<4>::random([b, kvh, t, d], normal, &device);
+        // causal after t − s cached positions
+        let past = t - s;
+        let bias: Vec<f32> = (0..b * s * t)
+            .map(|x| {
+                let (i, j) = ((x / t) % s, x % t);
+                if j > past + i { f32::NEG_INFINITY } else { 0.0 }
+            })
+            .collect();
+        let bias = Tensor::<4>::from_data(TensorData::new(bias, [b, 1, s, t]), &device);
+        let visible: usize = (0..s).map(|i| past + i + 1).sum();
+        g.throughput(Throughput::Elements((2 * b * h * d * visible) as u64));
+        let args = || (q.clone(), k_.clone(), v.clone(), bias.clone());
+        g.bench_function(format!("fused/{name}"), |bench| {
+            bench.iter(|| {
+                let (q, k_, v, bias) = args();
+                k::attention(q, k_, v, bias).unwrap().into_data()
+            })
+        });
+        g.bench_function(format!("burn/{name}"), |bench| {
+            bench.iter(|| {
+                let (q, k_, v, bias) = args();
+                k::attention_default(q, k_, v, bias).into_data()
+            })
+        });
+    }
+    g.finish();
+}
+
 /// `rows × cols` of Q4_1 blocks with a trained model's scales (d = 0.01, m = −0.08) and
 /// nibbles from a fixed byte pattern.
 fn q4_1_blocks(rows: usize, cols: usize) -> k::quant::QuantMatrix {
@@ -271,6 +322,7 @@ criterion_group!(
     bench_floors,
     bench_gae_whiten,
     bench_token_logprobs,
-    bench_linear
+    bench_linear,
+    bench_attention
 );
 criterion_main!(benches);

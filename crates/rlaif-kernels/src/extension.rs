@@ -8,7 +8,7 @@
 //! autodiff) and run the *default body* (plain, differentiable Burn tensor ops) everywhere else.
 //! No code path assumes a particular backend.
 //!
-//! The extension has four operations:
+//! The extension has five operations:
 //!
 //! - [`RlKernels::token_stats`]: per row of `[N, V]` logits, the packed statistics
 //!   `[log p(label), entropy, logsumexp]` of `softmax(logits · inv_temperature)`, shape `[N, 3]`.
@@ -18,6 +18,8 @@
 //! - [`RlKernels::gae`]: generalised advantage estimation over `[B, T]` rows.
 //! - [`RlKernels::project`]: the product `[M, K]·[K, N]`, through a kernel of its own when `M`
 //!   is small (the projections of a decoding step) and the backend's matmul otherwise.
+//! - [`RlKernels::grouped_attention`]: grouped-query attention with an additive bias, for inference
+//!   (see [`crate::attention()`]).
 //!
 //! The autodiff implementation registers a custom backward for `token_stats` that saves only the
 //! logits (a reference-counted handle, not a copy), the labels and the `[N, 3]` statistics.
@@ -87,6 +89,17 @@ pub trait RlKernels: Backend {
     /// matmul. Under autodiff a tracked product is the backend's differentiable matmul (with
     /// its backward); an untracked one (inference) takes this path.
     fn project(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `softmax(q kᵀ / √D + bias) v` for `q: [B, H, S, D]`, `k, v: [B, G, T, D]` (`H` a
+    /// multiple of `G`) and `bias: [B, 1, S, T]` (float32), returns `[B, H, S, D]`. On flex a
+    /// kernel that skips the key tiles the bias masks (see [`crate::attention()`]); under
+    /// autodiff, tracked inputs take the backend's differentiable attention instead.
+    fn grouped_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 /// Whether the fused kernels can run on `device` for tensors of `dtype`: the device is a flex
@@ -143,6 +156,21 @@ pub(crate) fn dispatch_project(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as RlKernels>::project(
         x.into_dispatch(),
         w.into_dispatch(),
+    ))
+}
+
+/// Calls [`RlKernels::grouped_attention`] through the dispatch backend.
+pub(crate) fn dispatch_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Tensor<4>,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as RlKernels>::grouped_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        bias.into_dispatch(),
     ))
 }
 
@@ -232,6 +260,26 @@ impl<B: Backend + RlKernels, C: CheckpointStrategy> RlKernels for Autodiff<B, C>
             <Self as FloatTensorOps<Self>>::float_matmul(x, w)
         } else {
             <FloatTensor<Self>>::new(B::project(x.into_primitive(), w.into_primitive()))
+        }
+    }
+
+    /// Tracked inputs (training) take autodiff's own attention, with its backward; the
+    /// kernel serves inference, where nothing is tracked.
+    fn grouped_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if [&q, &k, &v, &bias].iter().any(|t| t.is_tracked()) {
+            crate::attention::burn_attention::<Self>(q, k, v, bias)
+        } else {
+            <FloatTensor<Self>>::new(B::grouped_attention(
+                q.into_primitive(),
+                k.into_primitive(),
+                v.into_primitive(),
+                bias.into_primitive(),
+            ))
         }
     }
 }

@@ -21,6 +21,7 @@
 //! | preference loss | [`bradley_terry_loss`] | Bradley & Terry 1952; Ouyang et al. 2022, eq. 1; Touvron et al. 2023; Eisenstein et al. 2023 |
 //! | projections of a decoding step (`M ≤ 8` rows) | [`linear()`] | memory-bound `[M, K]·[K, N]`, columns split across threads |
 //! | the same from ggml blocks (Q8_0, Q4_0, Q4_1) | [`quant::QuantMatrix::matmul_rows`] | ggml's block formats, dequantised in registers |
+//! | grouped-query attention with a bias (inference) | [`attention()`] | Ainslie et al. 2023; online softmax: Milakov & Gimelshein 2018, Dao et al. 2022 |
 //! | logit filters and sampling | [`top_k_filter`], [`top_p_filter`] (after top-k: over the renormalised distribution), [`sample_categorical`] | Fan et al. 2018; Holtzman et al. 2020 |
 //!
 //! ```
@@ -56,6 +57,7 @@
 #![warn(missing_docs)]
 
 pub mod allocator;
+pub mod attention;
 pub mod error;
 pub mod extension;
 #[cfg(feature = "flex")]
@@ -88,6 +90,7 @@ pub mod probe {
 }
 
 pub use allocator::tune_allocator;
+pub use attention::{FUSED_MIN_ROWS, attention, attention_default};
 pub use error::{KernelError, Result};
 pub use extension::{RlKernels, fused_available};
 pub use gae::{GaeConfig, GaeOutput, gae, gae_default, rewards_at_eos};

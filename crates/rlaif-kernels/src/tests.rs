@@ -1234,3 +1234,234 @@ fn linear_rejects_mismatched_inner_dimensions() {
         "{e}"
     );
 }
+
+// ---------------------------------------------------------------- attention -------------
+
+/// An attention case: `q [b, h, s, d]`, `k, v [b, g, t, d]`, the model's bias `[b, 1, s, t]`
+/// (causal after `t − s` cached positions, padded keys hidden, the diagonal always visible).
+struct AttnCase {
+    dims: [usize; 6], // b, h, g, s, t, d
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+fn attn_case(seed: u64, dims: [usize; 6], pad: &[usize], masked: f32) -> AttnCase {
+    let [b, h, g, s, t, d] = dims;
+    let mut r = rng(seed);
+    let mut draw = |n: usize| (0..n).map(|_| normal(&mut r)).collect::<Vec<f32>>();
+    let (q, k, v) = (
+        draw(b * h * s * d),
+        draw(b * g * t * d),
+        draw(b * g * t * d),
+    );
+    let past = t - s;
+    let mut bias = vec![0f32; b * s * t];
+    for bi in 0..b {
+        for i in 0..s {
+            for j in 0..t {
+                let qpos = past + i;
+                if j > qpos || (j < pad[bi] && j != qpos) {
+                    bias[(bi * s + i) * t + j] = masked;
+                }
+            }
+        }
+    }
+    AttnCase {
+        dims,
+        q,
+        k,
+        v,
+        bias,
+    }
+}
+
+/// f64 reference: plain softmax per query row over the keys of its head's group.
+fn ref_attention(c: &AttnCase) -> Vec<f64> {
+    let [b, h, g, s, t, d] = c.dims;
+    let n_rep = h / g;
+    let mut out = vec![0f64; b * h * s * d];
+    for bi in 0..b {
+        for hi in 0..h {
+            let kv = (bi * g + hi / n_rep) * t * d;
+            for i in 0..s {
+                let q = &c.q[((bi * h + hi) * s + i) * d..][..d];
+                let scores: Vec<f64> = (0..t)
+                    .map(|j| {
+                        let dot: f64 = (0..d)
+                            .map(|x| q[x] as f64 * c.k[kv + j * d + x] as f64)
+                            .sum();
+                        let bias = c.bias[(bi * s + i) * t + j];
+                        if bias == NEG_INF {
+                            f64::NEG_INFINITY
+                        } else {
+                            dot / (d as f64).sqrt() + bias as f64
+                        }
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
+                let z: f64 = w.iter().sum();
+                for j in 0..t {
+                    for x in 0..d {
+                        out[((bi * h + hi) * s + i) * d + x] +=
+                            w[j] / z * c.v[kv + j * d + x] as f64;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn attn_tensors(c: &AttnCase, device: &Device) -> [Tensor<4>; 4] {
+    let [b, h, g, s, t, d] = c.dims;
+    [
+        tensor(c.q.clone(), [b, h, s, d], device),
+        tensor(c.k.clone(), [b, g, t, d], device),
+        tensor(c.v.clone(), [b, g, t, d], device),
+        tensor(c.bias.clone(), [b, 1, s, t], device),
+    ]
+}
+
+#[test]
+fn attention_matches_f64_reference_for_prefill_decoding_and_padding() {
+    let device = dev();
+    // [b, h, g, s, t, d]: a prefill over several query blocks and key tiles (with two rows
+    // left-padded by different amounts), a prefill after a cache, decoding steps (Burn's
+    // attention: too few rows per group), a head width that is padded inside the kernel,
+    // width 128, and plain multi-head attention
+    let cases = [
+        ([2, 6, 2, 150, 150, 64], vec![0, 37]),
+        ([2, 6, 2, 70, 79, 64], vec![5, 0]),
+        ([3, 9, 3, 1, 130, 64], vec![0, 3, 70]),
+        ([1, 4, 2, 33, 40, 8], vec![2]),
+        ([2, 2, 1, 5, 70, 128], vec![0, 9]),
+        ([1, 2, 2, 9, 9, 24], vec![0]),
+    ];
+    for (seed, (dims, pad)) in cases.into_iter().enumerate() {
+        for masked in [NEG_INF, f32::MIN] {
+            let c = attn_case(70 + seed as u64, dims, &pad, masked);
+            let [q, k, v, bias] = attn_tensors(&c, &device);
+            let before = crate::flex::fused_calls()[4];
+            let fused = attention(q.clone(), k.clone(), v.clone(), bias.clone()).unwrap();
+            let rows = dims[3] * dims[1] / dims[2];
+            let kernel = usize::from(rows > FUSED_MIN_ROWS);
+            assert_eq!(crate::flex::fused_calls()[4], before + kernel, "{dims:?}");
+            let mut c_ref = c;
+            if masked == f32::MIN {
+                // the same masking, written as the reference reads it
+                for x in &mut c_ref.bias {
+                    if *x == f32::MIN {
+                        *x = NEG_INF;
+                    }
+                }
+            }
+            let want = ref_attention(&c_ref);
+            let what = format!("attention {dims:?} masked by {masked}");
+            assert_close(&what, &vec_of(fused), &want, 2e-5, 1e-5);
+            let default = attention_default(q, k, v, bias);
+            assert_close(
+                &format!("default {what}"),
+                &vec_of(default),
+                &want,
+                2e-5,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn attention_does_not_depend_on_the_thread_count() {
+    let device = dev();
+    let c = attn_case(80, [2, 6, 2, 150, 150, 64], &[0, 11], NEG_INF);
+    let run = || {
+        let [q, k, v, bias] = attn_tensors(&c, &device);
+        vec_of(attention(q, k, v, bias).unwrap())
+    };
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(run);
+    let three = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap()
+        .install(run);
+    assert_eq!(one, three);
+}
+
+#[test]
+fn attention_under_autodiff_has_burns_gradients_and_serves_untracked_inference() {
+    let ad = dev().autodiff();
+    let c = attn_case(81, [1, 4, 2, 9, 12, 8], &[2], NEG_INF);
+    let [b, h, _, s, _, d] = c.dims;
+    let mut r = rng(82);
+    let g: Vec<f32> = (0..b * h * s * d).map(|_| normal(&mut r)).collect();
+    let grads_of = |fused: bool| {
+        let [q, k, v, bias] = attn_tensors(&c, &ad);
+        let (q, k, v) = (q.require_grad(), k.require_grad(), v.require_grad());
+        let o = if fused {
+            attention(q.clone(), k.clone(), v.clone(), bias).unwrap()
+        } else {
+            attention_default(q.clone(), k.clone(), v.clone(), bias)
+        };
+        let grads = (o * tensor(g.clone(), [b, h, s, d], &ad)).sum().backward();
+        [q, k, v].map(|x| vec_of(x.grad(&grads).unwrap()))
+    };
+    let before = crate::flex::fused_calls()[4];
+    let tracked = grads_of(true);
+    assert_eq!(
+        crate::flex::fused_calls()[4],
+        before,
+        "tracked: Burn's attention"
+    );
+    assert_eq!(tracked, grads_of(false));
+    assert!(tracked.iter().all(|x| x.iter().any(|&v| v != 0.0)));
+    // nothing tracked (inference on an autodiff device): the kernel
+    let [q, k, v, bias] = attn_tensors(&c, &ad);
+    let o = attention(q, k, v, bias).unwrap();
+    assert_eq!(crate::flex::fused_calls()[4], before + 1);
+    assert_close("untracked", &vec_of(o), &ref_attention(&c), 2e-5, 1e-5);
+}
+
+#[test]
+fn attention_rejects_shapes_that_do_not_fit() {
+    let device = dev();
+    let z = |shape: [usize; 4]| Tensor::<4>::zeros(shape, &device);
+    let err = |q, k, v, b| attention(q, k, v, b).unwrap_err().to_string();
+    let e = err(
+        z([1, 4, 3, 8]),
+        z([1, 3, 5, 8]),
+        z([1, 3, 5, 8]),
+        z([1, 1, 3, 5]),
+    );
+    assert!(
+        e.contains("4 query heads") && e.contains("3 key/value heads"),
+        "{e}"
+    );
+    let e = err(
+        z([1, 4, 3, 8]),
+        z([1, 2, 5, 8]),
+        z([1, 2, 5, 8]),
+        z([1, 1, 3, 4]),
+    );
+    assert!(e.contains("bias") && e.contains("[1, 1, 3, 4]"), "{e}");
+    let e = err(
+        z([1, 4, 3, 8]),
+        z([1, 2, 5, 16]),
+        z([1, 2, 5, 16]),
+        z([1, 1, 3, 5]),
+    );
+    assert!(e.contains("k (against q"), "{e}");
+    let e = err(
+        z([1, 4, 3, 8]),
+        z([1, 2, 5, 8]),
+        z([1, 2, 6, 8]),
+        z([1, 1, 3, 5]),
+    );
+    assert!(e.contains("v (against k)"), "{e}");
+}

@@ -23,8 +23,6 @@ use burn::module::{ModuleVisitor, Param};
 use burn::nn::Initializer;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use rlaif_kernels::quant::QuantMatrix;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -247,7 +245,7 @@ struct Context {
     cos: Tensor<4>,
     /// `[B, 1, S, D]`.
     sin: Tensor<4>,
-    /// `[B, 1, n_rep·S, T]` from [`mask_to_bias`].
+    /// `[B, 1, S, T]` from [`mask_to_bias`].
     bias: Tensor<4>,
 }
 
@@ -298,18 +296,10 @@ impl Attention {
                 v: v.clone(),
             });
         }
-        // Grouped-query attention without copying K/V: the n_rep query heads of a group
-        // (heads g·n_rep .. g·n_rep + n_rep, Hugging Face's `repeat_kv` order) attend as
-        // n_rep·S query rows against the group's single K/V head. Head counts match inside
-        // `attention`, which Burn's autodiff fallback requires.
-        let n_rep = h / kvh;
-        let q = q.reshape([b, kvh, n_rep * s, hd]);
-        let opts = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: false, // the bias carries causality (it must, with a cache)
-        };
-        let o = attention(q, k, v, None, Some(ctx.bias.clone()), opts).reshape([b, h, s, hd]);
+        // Grouped-query attention (the n_heads / n_kv_heads query heads of a group read its
+        // keys and values in place), on flex inference a kernel that skips masked key tiles
+        let o = rlaif_kernels::attention(q, k, v, ctx.bias.clone())
+            .expect("q, k, v and the bias are shaped from the config and the batch");
         self.o_proj
             .forward(o.swap_dims(1, 2).reshape([b, s, h * hd]))
     }
@@ -414,22 +404,15 @@ pub fn attention_mask(key_is_pad: &[Vec<bool>], s: usize, device: &Device) -> Te
     Tensor::from_data(TensorData::new(m, [b, 1, s, t]), device)
 }
 
-/// The additive attention bias `[B, 1, n_rep·S, T]` of a mask `[B, 1, S, T]`: 0 where a
-/// query may attend and a large negative value where it may not, rows repeated for the
-/// `n_rep` query heads of a KV group and broadcast over the groups.
+/// The additive attention bias `[B, 1, S, T]` of a mask `[B, 1, S, T]`: 0 where a query may
+/// attend and a large negative value where it may not.
 ///
 /// An additive bias rather than a boolean mask: burn-tch 0.22.1 passes boolean masks to
 /// PyTorch's `scaled_dot_product_attention`, which reads them inverted (true = attend); with
 /// a bias every backend computes the same thing. The masked value is [`masked_bias`]'s.
-fn mask_to_bias(mask: &Tensor<4, Bool>, n_rep: usize) -> Tensor<4> {
+fn mask_to_bias(mask: &Tensor<4, Bool>) -> Tensor<4> {
     let device = mask.device();
-    let bias =
-        Tensor::<4>::zeros(mask.dims(), &device).mask_fill(mask.clone(), masked_bias(&device));
-    if n_rep == 1 {
-        bias
-    } else {
-        bias.repeat_dim(2, n_rep)
-    }
+    Tensor::<4>::zeros(mask.dims(), &device).mask_fill(mask.clone(), masked_bias(&device))
 }
 
 /// The bias of a masked key: `-inf` on flex, `f32::MIN` elsewhere; either way its probability
@@ -530,15 +513,11 @@ impl Llama {
         if let Some(c) = cache.as_deref_mut() {
             c.layers.resize(self.layers.len(), None);
         }
-        let n_rep = self
-            .layers
-            .first()
-            .map_or(1, |l| l.self_attn.n_heads / l.self_attn.n_kv_heads);
         let (cos, sin) = self.rope.at(positions);
         let ctx = Context {
             cos,
             sin,
-            bias: mask_to_bias(mask, n_rep),
+            bias: mask_to_bias(mask),
         };
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
@@ -657,16 +636,15 @@ mod tests {
     use crate::weights::to_host;
 
     #[test]
-    fn bias_is_zero_or_masked_with_rows_repeated_per_group_head() {
+    fn bias_is_zero_where_a_query_attends_and_masked_elsewhere() {
         let dev = Device::default();
         let m = attention_mask(&[vec![true, false]], 2, &dev); // [1, 1, 2, 2]
-        let b = mask_to_bias(&m, 3);
-        assert_eq!(b.dims(), [1, 1, 6, 2]);
+        let b = mask_to_bias(&m);
+        assert_eq!(b.dims(), [1, 1, 2, 2]);
         let v: Vec<f32> = b.into_data().iter::<f32>().collect();
         let (o, x) = (0.0, masked_bias(&dev));
         assert!(x == f32::NEG_INFINITY || x == f32::MIN);
-        // rows r·S + s: the mask's two rows, once per query head of the group
-        assert_eq!(v, vec![o, x, x, o, o, x, x, o, o, x, x, o]);
+        assert_eq!(v, vec![o, x, x, o]);
     }
 
     #[test]
@@ -715,7 +693,7 @@ mod tests {
         let ctx = Context {
             cos,
             sin,
-            bias: mask_to_bias(&mask, 2),
+            bias: mask_to_bias(&mask),
         };
         let y = model.layers[0].forward(x.clone(), &ctx, None);
         assert_eq!(to_host(y).unwrap(), to_host(x).unwrap());

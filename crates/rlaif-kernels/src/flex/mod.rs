@@ -4,10 +4,12 @@
 //! - [`token_stats`]: the token log-prob / entropy statistics, forward and backward;
 //! - [`gae`]: generalised advantage estimation per row;
 //! - [`small_m`]: `x · W` for at most eight rows of `x`, the columns split across threads;
+//! - [`attention`]: grouped-query attention with a bias, skipping the key tiles it masks;
 //!
 //! built on the vectorised arithmetic of [`crate::simd`] and the huge-page output buffers of
 //! [`huge_page_buffer`].
 
+mod attention;
 mod gae;
 mod huge_page_buffer;
 mod small_m;
@@ -65,12 +67,13 @@ enum Kernel {
     TokenStatsBackward = 1,
     Gae = 2,
     Linear = 3,
+    Attention = 4,
 }
 
 #[cfg(test)]
 thread_local! {
     /// Calls of each fused kernel made on this thread (tests only).
-    static CALLS: std::cell::Cell<[usize; 4]> = const { std::cell::Cell::new([0; 4]) };
+    static CALLS: std::cell::Cell<[usize; 5]> = const { std::cell::Cell::new([0; 5]) };
 }
 
 /// Whether [`RlKernels::project`] has its small-row kernel on this CPU (AVX-512).
@@ -80,7 +83,7 @@ pub(crate) fn small_m_available() -> bool {
 }
 
 /// Calls of the fused kernels made **on the calling thread** so far (tests only), as
-/// `[token_stats, token_stats_backward, gae, linear on the small-row kernel]`.
+/// `[token_stats, token_stats_backward, gae, linear on the small-row kernel, attention]`.
 ///
 /// Per thread, so that a test proves that *its own* call took the fused path: parallel tests
 /// run on other threads and cannot move this thread's counts. The kernels are entered on the
@@ -88,7 +91,7 @@ pub(crate) fn small_m_available() -> bool {
 /// backward pass (a mutex-guarded graph, no worker thread) all run synchronously on the
 /// caller; only the rows inside a kernel are spread over rayon workers, after the count.
 #[cfg(test)]
-pub(crate) fn fused_calls() -> [usize; 4] {
+pub(crate) fn fused_calls() -> [usize; 5] {
     CALLS.with(|c| c.get())
 }
 
@@ -181,5 +184,40 @@ impl RlKernels for Flex {
             n,
         );
         FlexTensor::from_data(TensorData::new(y, [m, n]))
+    }
+
+    fn grouped_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        bias: FlexTensor,
+    ) -> FlexTensor {
+        if [&q, &k, &v, &bias].iter().any(|t| t.dtype() != DType::F32) {
+            return crate::attention::burn_attention::<Flex>(q, k, v, bias);
+        }
+        count(Kernel::Attention);
+        let [b, h, s, d] = crate::attention::dims4(&q.layout().shape().clone());
+        let [_, g, t, _] = crate::attention::dims4(&k.layout().shape().clone());
+        let contiguous = |x: FlexTensor| {
+            if x.is_contiguous() {
+                x
+            } else {
+                x.to_contiguous()
+            }
+        };
+        let (q, k, v, bias) = (
+            contiguous(q),
+            contiguous(k),
+            contiguous(v),
+            contiguous(bias),
+        );
+        let out = attention::attention(
+            q.as_slice::<f32>().expect("contiguous f32 q"),
+            k.as_slice::<f32>().expect("contiguous f32 k"),
+            v.as_slice::<f32>().expect("contiguous f32 v"),
+            bias.as_slice::<f32>().expect("contiguous f32 bias"),
+            attention::Dims { b, h, g, s, t, d },
+        );
+        FlexTensor::from_data(TensorData::new(out, [b, h, s, d]))
     }
 }
