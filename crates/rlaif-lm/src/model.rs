@@ -296,8 +296,9 @@ impl Attention {
                 v: v.clone(),
             });
         }
-        // Grouped-query attention (the n_heads / n_kv_heads query heads of a group read its
-        // keys and values in place), on flex inference a kernel that skips masked key tiles
+        // Grouped-query attention (the n_heads / n_kv_heads query heads of a group share its
+        // keys and values, never repeated per head); on flex inference with more than eight
+        // query rows per group, a kernel that skips the key tiles the bias masks
         let o = rlaif_kernels::attention(q, k, v, ctx.bias.clone())
             .expect("q, k, v and the bias are shaped from the config and the batch");
         self.o_proj

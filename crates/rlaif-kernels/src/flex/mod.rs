@@ -196,8 +196,8 @@ impl RlKernels for Flex {
             return crate::attention::burn_attention::<Flex>(q, k, v, bias);
         }
         count(Kernel::Attention);
-        let [b, h, s, d] = crate::attention::dims4(&q.layout().shape().clone());
-        let [_, g, t, _] = crate::attention::dims4(&k.layout().shape().clone());
+        let [b, h, s, d] = crate::attention::dims4(q.layout().shape());
+        let [_, g, t, _] = crate::attention::dims4(k.layout().shape());
         let contiguous = |x: FlexTensor| {
             if x.is_contiguous() {
                 x
