@@ -27,6 +27,19 @@
 //!   over every tile). Elements: the multiply-adds a causal kernel must do
 //!   (`2 · B · H · D · Σ_i visible keys of query i`, for `q kᵀ` and `p v`).
 //!
+//! - `swiglu/{fused,default}/<shape>` and `rms_norm/{fused,default}/<shape>`: SwiGLU's gating
+//!   `silu(gate) · up` on `[B, S, 1536]` and RMSNorm on `[B, S, 576]` (SmolLM2's widths) for a
+//!   1024-token prefill (`1x1024`) and a 4 × 256 training batch (`4x256`), forward, and
+//!   forward + backward on autodiff (`_fwd_bwd`). [`rlaif_kernels::swiglu`] /
+//!   [`rlaif_kernels::rms_norm`] against their default bodies (flex's serial elementwise ops).
+//!   Bytes: what one pass must move: swiglu reads gate and up and writes the output
+//!   (12 bytes per element; forward + backward also reads them again with the gradient and
+//!   writes two gradients: 32); RMSNorm reads x and writes y (8; with the backward 20).
+//! - `adamw/{fused,default}/28M`: one AdamW step over SmolLM2's embedding (49 152 × 576,
+//!   28.3M parameters, a fifth of the model), [`rlaif_kernels::adamw_step`] against its
+//!   default body (Burn's `AdamW`, op for op). Bytes: parameter, gradient and two moments
+//!   read, parameter and moments written (28 per parameter).
+//!
 //! Run: `cargo bench --bench kernels` (about 5 minutes on 2 cores). Results and the floors
 //! they imply are recorded in `docs/benchmarks.md`.
 
@@ -298,6 +311,104 @@ fn bench_attention(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_elementwise(c: &mut Criterion) {
+    let device = Device::flex();
+    device.seed(13);
+    let normal = Distribution::Normal(0.0, 1.0);
+    for (name, b, s) in [("1x1024", 1usize, 1024usize), ("4x256", 4, 256)] {
+        let (gate, up) = (
+            Tensor::<3>::random([b, s, 1536], normal, &device),
+            Tensor::<3>::random([b, s, 1536], normal, &device),
+        );
+        let x = Tensor::<3>::random([b, s, 576], normal, &device);
+        let w = Tensor::<1>::random([576], normal, &device);
+        type Glu = fn(Tensor<3>, Tensor<3>) -> Tensor<3>;
+        let glus: [(&str, Glu); 2] = [
+            ("fused", |g, u| k::swiglu(g, u).unwrap()),
+            ("default", k::swiglu_default),
+        ];
+        type Norm = fn(Tensor<3>, Tensor<1>) -> Tensor<3>;
+        let norms: [(&str, Norm); 2] = [
+            ("fused", |x, w| k::rms_norm(x, w, 1e-5).unwrap()),
+            ("default", |x, w| k::rms_norm_default(x, w, 1e-5)),
+        ];
+        let (n_glu, n_norm) = ((b * s * 1536) as u64, (b * s * 576) as u64);
+        let mut g = c.benchmark_group("swiglu");
+        g.sample_size(20).measurement_time(Duration::from_secs(3));
+        for (bwd, bytes) in [(false, 12), (true, 32)] {
+            g.throughput(Throughput::Bytes(bytes * n_glu));
+            for (v, f) in glus {
+                let id = format!("{v}/{name}{}", if bwd { "_fwd_bwd" } else { "" });
+                g.bench_function(id, |bench| {
+                    bench.iter(|| {
+                        if bwd {
+                            let gt = gate.clone().autodiff().require_grad();
+                            let ut = up.clone().autodiff().require_grad();
+                            let grads = f(gt.clone(), ut.clone()).sum().backward();
+                            black_box((gt.grad(&grads).unwrap(), ut.grad(&grads).unwrap()));
+                        } else {
+                            black_box(f(gate.clone(), up.clone()).into_data());
+                        }
+                    })
+                });
+            }
+        }
+        g.finish();
+        let mut g = c.benchmark_group("rms_norm");
+        g.sample_size(20).measurement_time(Duration::from_secs(3));
+        for (bwd, bytes) in [(false, 8), (true, 20)] {
+            g.throughput(Throughput::Bytes(bytes * n_norm));
+            for (v, f) in norms {
+                let id = format!("{v}/{name}{}", if bwd { "_fwd_bwd" } else { "" });
+                g.bench_function(id, |bench| {
+                    bench.iter(|| {
+                        if bwd {
+                            let xt = x.clone().autodiff().require_grad();
+                            let wt = w.clone().autodiff().require_grad();
+                            let grads = f(xt.clone(), wt.clone()).sum().backward();
+                            black_box((xt.grad(&grads).unwrap(), wt.grad(&grads).unwrap()));
+                        } else {
+                            black_box(f(x.clone(), w.clone()).into_data());
+                        }
+                    })
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
+fn bench_adamw(c: &mut Criterion) {
+    let device = Device::flex();
+    device.seed(14);
+    let shape = [VOCAB, 576];
+    let p = Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.02), &device);
+    let g = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1e-3), &device);
+    let m = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1e-4), &device);
+    let v = Tensor::<2>::random(shape, Distribution::Uniform(0.0, 1e-6), &device);
+    let h = k::AdamWStep {
+        lr: 1e-5,
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-8,
+        weight_decay: 0.0,
+        time: 10,
+    };
+    let mut group = c.benchmark_group("adamw");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Bytes(28 * (VOCAB * 576) as u64));
+    let moments = || Some((m.clone(), v.clone()));
+    group.bench_function("fused/28M", |b| {
+        b.iter(|| black_box(k::adamw_step(p.clone(), g.clone(), moments(), &h).unwrap()))
+    });
+    group.bench_function("default/28M", |b| {
+        b.iter(|| black_box(k::adamw_step_default(p.clone(), g.clone(), moments(), &h)))
+    });
+    group.finish();
+}
+
 /// `rows × cols` of Q4_1 blocks with a trained model's scales (d = 0.01, m = −0.08) and
 /// nibbles from a fixed byte pattern.
 fn q4_1_blocks(rows: usize, cols: usize) -> k::quant::QuantMatrix {
@@ -323,6 +434,8 @@ criterion_group!(
     bench_gae_whiten,
     bench_token_logprobs,
     bench_linear,
-    bench_attention
+    bench_attention,
+    bench_elementwise,
+    bench_adamw
 );
 criterion_main!(benches);

@@ -12,7 +12,9 @@
 //!   was tried first: it agreed with 53 % of the 120 known-preference pairs on
 //!   SmolLM2-135M against the labeller's 66 %, i.e. chance, so harmlessness keeps the
 //!   labeller's.) The method reads each answer alone, so it has no position to be biased
-//!   by: "both orders" give the same number by construction;
+//!   by: "both orders" give the same number by construction. Each answer is scored once
+//!   per question, with every model's answer to the prompt in one call
+//!   ([`CachedScorer::with_siblings`]), not once per pair it is in;
 //! - with the paper's pairwise question, harmlessness draws from the constitution's
 //!   comparison principles and helpfulness asks [`HELPFUL_QUESTION`]; both orders are
 //!   asked and averaged (`both_orders`, on by default), which cancels position bias.
@@ -29,7 +31,9 @@ use crate::error::{EvalError, Result};
 use rlaif_constitution::{ComparisonPrinciple, Constitution};
 use rlaif_core::progress::Observer;
 use rlaif_core::{ChoiceScorer, Generator};
-use rlaif_feedback::{LabelConfig, LabelSummary, Method, Pair, label_pairs, read_labels};
+use rlaif_feedback::{
+    CachedScorer, LabelConfig, LabelSummary, Method, Pair, label_pairs, read_labels,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -214,12 +218,25 @@ pub fn judge(
             });
         }
     }
+    // Each model's answer to a prompt meets the others' in several pairs; the contrast
+    // method reads each answer alone, so one call per question scores all of a prompt's
+    // answers and the pairs after it are answered from memory.
+    let mut siblings: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    for a in answers.iter().filter(|a| a.mode == GREEDY) {
+        if models.contains(&a.model) && !a.text.trim().is_empty() {
+            siblings
+                .entry((a.set.as_str(), a.id.as_str()))
+                .or_default()
+                .push(a.text.as_str());
+        }
+    }
     let mut summaries = BTreeMap::new();
     for &aspect in aspects {
         let (config, constitution) = aspect_config(aspect, base, constitution);
         let file = judge_file(dir, aspect);
+        let cached = CachedScorer::new(scorer).with_siblings(siblings.values().cloned());
         let summary = label_pairs(
-            scorer,
+            &cached,
             generator,
             &constitution,
             &pairs,

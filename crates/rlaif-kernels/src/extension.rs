@@ -8,7 +8,7 @@
 //! autodiff) and run the *default body* (plain, differentiable Burn tensor ops) everywhere else.
 //! No code path assumes a particular backend.
 //!
-//! The extension has five operations:
+//! The extension has ten operations:
 //!
 //! - [`RlKernels::token_stats`]: per row of `[N, V]` logits, the packed statistics
 //!   `[log p(label), entropy, logsumexp]` of `softmax(logits · inv_temperature)`, shape `[N, 3]`.
@@ -20,9 +20,16 @@
 //!   is small (the projections of a decoding step) and the backend's matmul otherwise.
 //! - [`RlKernels::grouped_attention`]: grouped-query attention with an additive bias, for inference
 //!   (see [`crate::attention()`]).
+//! - [`RlKernels::swiglu`] and [`RlKernels::swiglu_backward`]: `silu(gate) · up` and its two
+//!   gradients (see [`crate::swiglu()`]).
+//! - [`RlKernels::rms_norm`] and [`RlKernels::rms_norm_backward`]: RMSNorm over rows and its
+//!   two gradients (see [`crate::rms_norm()`]).
+//! - [`RlKernels::adamw`]: one AdamW step over a parameter (see [`crate::adamw_step`]).
 //!
 //! The autodiff implementation registers a custom backward for `token_stats` that saves only the
-//! logits (a reference-counted handle, not a copy), the labels and the `[N, 3]` statistics.
+//! logits (a reference-counted handle, not a copy), the labels and the `[N, 3]` statistics, and
+//! for `swiglu` and `rms_norm` backwards that save their inputs (handles) and recompute the
+//! rest.
 
 // without a backend feature the generated dispatch methods have no arm that reads their scalars
 #![cfg_attr(not(feature = "flex"), allow(unused_variables))]
@@ -32,9 +39,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
+use burn::backend::{Autodiff, Backend, Dispatch, TensorMetadata, backend_extension};
 use burn::prelude::*;
-use burn::tensor::DType;
+use burn::tensor::{DType, Shape, Slice};
 
 /// Fused RLAIF kernels as a Burn backend extension (see the [module docs](self)).
 ///
@@ -99,6 +106,52 @@ pub trait RlKernels: Backend {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// `gate · σ(gate) · up` for float32 `gate`, `up` of the same shape `[N]`.
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// The gradients of `Σ_i g_i · swiglu(gate, up)_i` with respect to `gate` and `up`
+    /// (`[N]` each, `g = grad`), packed as `[2, N]`: `∂gate = g · up · σ(gate) · (1 + gate ·
+    /// (1 − σ(gate)))`, `∂up = g · gate · σ(gate)`.
+    fn swiglu_backward(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// `x / √(mean(x²) + eps) · weight` per row of `x: [N, D]` (float32), `weight: [D]`.
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
+
+    /// The gradients of `Σ g · rms_norm(x, weight)` (`g = grad`, `[N, D]`) with respect to
+    /// `x` and `weight`, packed as one `[N · D + D]` vector: with `r = 1/√(mean(x²) + eps)`
+    /// per row, `∂x_j = r · g_j w_j − x_j · r³ · Σ_k g_k w_k x_k / D` and
+    /// `∂w_j = Σ_rows g_j x_j r`.
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f32,
+    ) -> FloatTensor<Self>;
+
+    /// One AdamW step over `[N]` float32 tensors: the parameter, its gradient and the two
+    /// moments (ignored when `fresh`, the first step, whose moments are zero). The scalars
+    /// are `β₁, β₂, 1 − β₁^t, 1 − β₂^t, ε, lr, 1 − lr · λ` (see [`crate::adamw_step`]);
+    /// returns `[3, N]`: the parameter, `m` and `v` after the step. Not differentiable.
+    #[allow(clippy::too_many_arguments)]
+    fn adamw(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        beta1: f32,
+        beta2: f32,
+        bias_correction1: f32,
+        bias_correction2: f32,
+        epsilon: f32,
+        lr: f32,
+        keep: f32,
+        fresh: bool,
     ) -> FloatTensor<Self>;
 }
 
@@ -172,6 +225,110 @@ pub(crate) fn dispatch_attention(
         v.into_dispatch(),
         bias.into_dispatch(),
     ))
+}
+
+/// Calls [`RlKernels::swiglu`] through the dispatch backend on `[N]` tensors.
+pub(crate) fn dispatch_swiglu(gate: Tensor<1>, up: Tensor<1>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as RlKernels>::swiglu(
+        gate.into_dispatch(),
+        up.into_dispatch(),
+    ))
+}
+
+/// Calls [`RlKernels::rms_norm`] through the dispatch backend on `[N, D]` rows.
+pub(crate) fn dispatch_rms_norm(x: Tensor<2>, weight: Tensor<1>, eps: f32) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as RlKernels>::rms_norm(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        eps,
+    ))
+}
+
+/// Calls [`RlKernels::adamw`] through the dispatch backend on `[N]` tensors; returns `[3·N]`.
+pub(crate) fn dispatch_adamw(
+    param: Tensor<1>,
+    grad: Tensor<1>,
+    moment_1: Tensor<1>,
+    moment_2: Tensor<1>,
+    s: [f32; 7],
+    fresh: bool,
+) -> Tensor<1> {
+    let n = param.dims()[0];
+    let packed: Tensor<2> = Tensor::from_dispatch(<Dispatch as RlKernels>::adamw(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        moment_1.into_dispatch(),
+        moment_2.into_dispatch(),
+        s[0],
+        s[1],
+        s[2],
+        s[3],
+        s[4],
+        s[5],
+        s[6],
+        fresh,
+    ));
+    packed.reshape([3 * n])
+}
+
+/// Elements `start..end` of a packed 1-D or 2-D gradient, reshaped to `shape`.
+fn unpack<B: Backend>(packed: FloatTensor<B>, slices: &[Slice], shape: Shape) -> FloatTensor<B> {
+    B::float_reshape(B::float_slice(packed, slices), shape)
+}
+
+/// Backward step of [`RlKernels::swiglu`] under autodiff.
+#[derive(Debug)]
+struct SwigluBackward;
+
+impl<B: Backend + RlKernels> Backward<B, 2> for SwigluBackward {
+    /// gate, up
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [gate_node, up_node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (gate, up) = ops.state;
+        let n = gate.shape()[0];
+        let packed = B::swiglu_backward(gate, up, grad);
+        let row = |i: usize| {
+            let rows = Slice::new(i as isize, Some(i as isize + 1), 1);
+            unpack::<B>(packed.clone(), &[rows, Slice::full()], Shape::new([n]))
+        };
+        if let Some(node) = gate_node {
+            grads.register::<B>(node.id, row(0));
+        }
+        if let Some(node) = up_node {
+            grads.register::<B>(node.id, row(1));
+        }
+    }
+}
+
+/// Backward step of [`RlKernels::rms_norm`] under autodiff.
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl<B: Backend + RlKernels> Backward<B, 2> for RmsNormBackward {
+    /// x, weight, eps
+    type State = (FloatTensor<B>, FloatTensor<B>, f32);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node, w_node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, weight, eps) = ops.state;
+        let shape = x.shape();
+        let (rows, d) = (shape[0], shape[1]);
+        let packed = B::rms_norm_backward(x, weight, grad, eps);
+        let at = |start: usize, end: usize, shape: Shape| {
+            let range = Slice::new(start as isize, Some(end as isize), 1);
+            unpack::<B>(packed.clone(), &[range], shape)
+        };
+        if let Some(node) = x_node {
+            grads.register::<B>(node.id, at(0, rows * d, shape.clone()));
+        }
+        if let Some(node) = w_node {
+            grads.register::<B>(node.id, at(rows * d, rows * d + d, Shape::new([d])));
+        }
+    }
 }
 
 /// Backward step of [`RlKernels::token_stats`] under autodiff.
@@ -281,5 +438,102 @@ impl<B: Backend + RlKernels, C: CheckpointStrategy> RlKernels for Autodiff<B, C>
                 bias.into_primitive(),
             ))
         }
+    }
+
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        match SwigluBackward
+            .prepare::<C>([gate.node(), up.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                // handles, not copies
+                let (g, u) = (gate.primitive().clone(), up.primitive().clone());
+                let out = B::swiglu(g.clone(), u.clone());
+                prep.finish((g, u), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::swiglu(gate.into_primitive(), up.into_primitive()))
+            }
+        }
+    }
+
+    /// Not differentiable again (no double backward): the result is an untracked leaf.
+    fn swiglu_backward(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        <FloatTensor<Self>>::new(B::swiglu_backward(
+            gate.into_primitive(),
+            up.into_primitive(),
+            grad.into_primitive(),
+        ))
+    }
+
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+        match RmsNormBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                // handles, not copies
+                let (xs, ws) = (x.primitive().clone(), weight.primitive().clone());
+                let out = B::rms_norm(xs.clone(), ws.clone(), eps);
+                prep.finish((xs, ws, eps), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::rms_norm(
+                x.into_primitive(),
+                weight.into_primitive(),
+                eps,
+            )),
+        }
+    }
+
+    /// An optimizer step is never differentiated: the result is an untracked leaf.
+    fn adamw(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        beta1: f32,
+        beta2: f32,
+        bias_correction1: f32,
+        bias_correction2: f32,
+        epsilon: f32,
+        lr: f32,
+        keep: f32,
+        fresh: bool,
+    ) -> FloatTensor<Self> {
+        <FloatTensor<Self>>::new(B::adamw(
+            param.into_primitive(),
+            grad.into_primitive(),
+            moment_1.into_primitive(),
+            moment_2.into_primitive(),
+            beta1,
+            beta2,
+            bias_correction1,
+            bias_correction2,
+            epsilon,
+            lr,
+            keep,
+            fresh,
+        ))
+    }
+
+    /// Not differentiable again (no double backward): the result is an untracked leaf.
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f32,
+    ) -> FloatTensor<Self> {
+        <FloatTensor<Self>>::new(B::rms_norm_backward(
+            x.into_primitive(),
+            weight.into_primitive(),
+            grad.into_primitive(),
+            eps,
+        ))
     }
 }

@@ -22,6 +22,9 @@
 //! | projections of a decoding step (`M ≤ 8` rows) | [`linear()`] | memory-bound `[M, K]·[K, N]`, columns split across threads |
 //! | the same from ggml blocks (Q8_0, Q4_0, Q4_1) | [`quant::QuantMatrix::matmul_rows`] | ggml's block formats, dequantised in registers |
 //! | grouped-query attention with a bias (inference) | [`attention()`] | Ainslie et al. 2023; online softmax: Milakov & Gimelshein 2018, Dao et al. 2022 |
+//! | SwiGLU gating `silu(gate) · up`, with its backward | [`swiglu()`] | Shazeer 2020 |
+//! | RMSNorm, with its backward | [`rms_norm()`] | Zhang & Sennrich 2019 |
+//! | an AdamW step (Burn's, bit for bit) | [`adamw_step`] | Loshchilov & Hutter 2019, Alg. 2; Kingma & Ba 2015 |
 //! | logit filters and sampling | [`top_k_filter`], [`top_p_filter`] (after top-k: over the renormalised distribution), [`sample_categorical`] | Fan et al. 2018; Holtzman et al. 2020 |
 //!
 //! ```
@@ -56,6 +59,7 @@
 
 #![warn(missing_docs)]
 
+pub mod adamw;
 pub mod allocator;
 pub mod attention;
 pub mod error;
@@ -71,8 +75,10 @@ pub mod logprobs;
 pub mod ppo;
 pub mod preference;
 pub mod quant;
+pub mod rms_norm;
 mod simd;
 pub mod stats;
+pub mod swiglu;
 
 #[cfg(all(test, feature = "flex"))]
 mod tests;
@@ -89,6 +95,7 @@ pub mod probe {
     }
 }
 
+pub use adamw::{AdamWOutput, AdamWStep, adamw_step, adamw_step_default};
 pub use allocator::tune_allocator;
 pub use attention::{FUSED_MIN_ROWS, attention, attention_default};
 pub use error::{KernelError, Result};
@@ -103,4 +110,6 @@ pub use logprobs::{
 };
 pub use ppo::{PolicyLoss, PpoConfig, ValueLoss, ppo_policy_loss, ppo_value_loss};
 pub use preference::{PreferenceConfig, PreferenceLoss, bradley_terry_loss};
+pub use rms_norm::{rms_norm, rms_norm_default};
 pub use stats::{WhitenConfig, masked_mean, masked_sum, masked_var, masked_whiten};
+pub use swiglu::{swiglu, swiglu_default};

@@ -1465,3 +1465,342 @@ fn attention_rejects_shapes_that_do_not_fit() {
     );
     assert!(e.contains("v (against k)"), "{e}");
 }
+
+/// `silu(g) · u` and its gradients (with upstream `dy`) in float64.
+fn ref_swiglu(g: &[f32], u: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut out = Vec::new();
+    let (mut dg, mut du) = (Vec::new(), Vec::new());
+    for i in 0..g.len() {
+        let (g, u, dy) = (g[i] as f64, u[i] as f64, dy[i] as f64);
+        let s = 1.0 / (1.0 + (-g).exp());
+        out.push(g * s * u);
+        du.push(dy * g * s);
+        dg.push(dy * u * (s + g * s * (1.0 - s)));
+    }
+    (out, dg, du)
+}
+
+/// RMSNorm over rows of `w.len()` and its gradients (upstream `dy`) in float64, from the
+/// definition: the gradient of each row by the chain rule through `r = (mean(x²)+eps)^-½`.
+fn ref_rms_norm(x: &[f32], w: &[f32], dy: &[f32], eps: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let d = w.len();
+    let (mut y, mut dx, mut dw) = (vec![], vec![], vec![0f64; d]);
+    for (xr, gr) in x.chunks(d).zip(dy.chunks(d)) {
+        let ms: f64 = xr.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / d as f64;
+        let r = 1.0 / (ms + eps).sqrt();
+        // ∂r/∂x_k = −r³ x_k / d
+        let s: f64 = (0..d)
+            .map(|k| gr[k] as f64 * w[k] as f64 * xr[k] as f64)
+            .sum();
+        for j in 0..d {
+            let (xj, wj, gj) = (xr[j] as f64, w[j] as f64, gr[j] as f64);
+            y.push(xj * r * wj);
+            dx.push(gj * wj * r - xj * r.powi(3) * s / d as f64);
+            dw[j] += gj * xj * r;
+        }
+    }
+    (y, dx, dw)
+}
+
+fn randn(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut r = rng(seed);
+    (0..n).map(|_| scale * normal(&mut r)).collect()
+}
+
+#[test]
+fn swiglu_matches_float64_forward_and_backward() {
+    let ad = dev().autodiff();
+    // serial (a decoding step's row), and split across tasks with a ragged last one
+    for (seed, shape) in [[1usize, 1, 24], [2, 3, 1536], [3, 70, 333]]
+        .into_iter()
+        .enumerate()
+    {
+        let n: usize = shape.iter().product();
+        let mut g = randn(90 + seed as u64, n, 3.0);
+        // saturated gates both ways
+        g[0] = 95.0;
+        g[n - 1] = -95.0;
+        let u = randn(100 + seed as u64, n, 1.0);
+        let dy = randn(110 + seed as u64, n, 1.0);
+        let (want, want_dg, want_du) = ref_swiglu(&g, &u, &dy);
+        let calls = crate::flex::fused_calls();
+        let gt = tensor(g.clone(), shape, &ad).require_grad();
+        let ut = tensor(u.clone(), shape, &ad).require_grad();
+        let out = swiglu(gt.clone(), ut.clone()).unwrap();
+        assert_close("swiglu", &vec_of(out.clone()), &want, 1e-6, 1e-5);
+        let grads = (out * tensor(dy.clone(), shape, &ad)).sum().backward();
+        let after = crate::flex::fused_calls();
+        assert_eq!(
+            [after[5] - calls[5], after[6] - calls[6]],
+            [1, 1],
+            "{shape:?}: the fused forward and backward"
+        );
+        let what = format!("swiglu {shape:?}");
+        assert_close(
+            &format!("∂gate {what}"),
+            &vec_of(gt.grad(&grads).unwrap()),
+            &want_dg,
+            1e-6,
+            1e-5,
+        );
+        assert_close(
+            &format!("∂up {what}"),
+            &vec_of(ut.grad(&grads).unwrap()),
+            &want_du,
+            1e-6,
+            1e-5,
+        );
+        // the default body agrees with the same reference
+        let default = swiglu_default(tensor(g.clone(), shape, &ad), tensor(u.clone(), shape, &ad));
+        assert_close(
+            &format!("default {what}"),
+            &vec_of(default),
+            &want,
+            1e-6,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn rms_norm_matches_float64_forward_and_backward() {
+    let ad = dev().autodiff();
+    // one row (decoding), rows split across tasks with a ragged last one, a width that is
+    // not a multiple of 16
+    for (seed, (shape, eps)) in [
+        ([1usize, 1, 576], 1e-5),
+        ([2, 70, 576], 1e-5),
+        ([3, 50, 37], 1e-6),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let [b, s, d] = shape;
+        let n = b * s * d;
+        let mut x = randn(120 + seed as u64, n, 2.0);
+        x[..d].iter_mut().for_each(|v| *v *= 1e-3); // a row of small values: eps matters
+        let w = randn(130 + seed as u64, d, 1.0);
+        let dy = randn(140 + seed as u64, n, 1.0);
+        let (want, want_dx, want_dw) = ref_rms_norm(&x, &w, &dy, eps);
+        let calls = crate::flex::fused_calls();
+        let xt = tensor(x.clone(), shape, &ad).require_grad();
+        let wt = tensor(w.clone(), [d], &ad).require_grad();
+        let y = rms_norm(xt.clone(), wt.clone(), eps).unwrap();
+        let what = format!("rms_norm {shape:?}");
+        assert_close(&what, &vec_of(y.clone()), &want, 1e-5, 1e-5);
+        let grads = (y * tensor(dy.clone(), shape, &ad)).sum().backward();
+        let after = crate::flex::fused_calls();
+        assert_eq!(
+            [after[7] - calls[7], after[8] - calls[8]],
+            [1, 1],
+            "{shape:?}: the fused forward and backward"
+        );
+        let scale_dx = want_dx.iter().fold(0f64, |m, v| m.max(v.abs()));
+        assert_close(
+            &format!("∂x {what}"),
+            &vec_of(xt.grad(&grads).unwrap()),
+            &want_dx,
+            1e-5 * scale_dx,
+            1e-4,
+        );
+        assert_close(
+            &format!("∂w {what}"),
+            &vec_of(wt.grad(&grads).unwrap()),
+            &want_dw,
+            1e-4,
+            1e-4,
+        );
+        let default = rms_norm_default(
+            tensor(x.clone(), shape, &ad),
+            tensor(w.clone(), [d], &ad),
+            eps,
+        );
+        assert_close(
+            &format!("default {what}"),
+            &vec_of(default),
+            &want,
+            1e-5,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn swiglu_and_rms_norm_gradients_equal_the_default_bodies_and_skip_untracked_inputs() {
+    let ad = dev().autodiff();
+    let shape = [2, 5, 40];
+    let (x, w) = (randn(150, 400, 1.0), randn(151, 40, 1.0));
+    let dy = randn(152, 400, 1.0);
+    let grads_of = |fused: bool| {
+        let xt = tensor(x.clone(), shape, &ad).require_grad();
+        let wt = tensor(w.clone(), [40], &ad).require_grad();
+        let ut = tensor(x.iter().map(|v| v * 0.5).collect(), shape, &ad);
+        // a norm, then the gating with a frozen `up` (no gradient asked for it)
+        let y = if fused {
+            swiglu(rms_norm(xt.clone(), wt.clone(), 1e-5).unwrap(), ut).unwrap()
+        } else {
+            swiglu_default(rms_norm_default(xt.clone(), wt.clone(), 1e-5), ut)
+        };
+        let grads = (y * tensor(dy.clone(), shape, &ad)).sum().backward();
+        [
+            vec_of(xt.grad(&grads).unwrap()),
+            vec_of(wt.grad(&grads).unwrap()),
+        ]
+    };
+    let (fused, default) = (grads_of(true), grads_of(false));
+    for (what, f, d) in [
+        ("∂x", &fused[0], &default[0]),
+        ("∂w", &fused[1], &default[1]),
+    ] {
+        assert_close(what, f, &as_f64(d), 1e-5, 1e-4);
+        assert!(f.iter().any(|&v| v != 0.0), "{what} is zero");
+    }
+    // inference: nothing tracked, no backward state; other dtypes take the default bodies
+    let before = crate::flex::fused_calls();
+    let y = swiglu(
+        tensor(x.clone(), shape, &dev()),
+        tensor(x.clone(), shape, &dev()),
+    )
+    .unwrap();
+    assert_eq!(crate::flex::fused_calls()[5], before[5] + 1);
+    let xb = Tensor::<3>::from_data(TensorData::new(x.clone(), shape), (&dev(), DType::BF16));
+    let _ = swiglu(xb.clone(), xb.clone()).unwrap();
+    let wb = Tensor::<1>::from_data(TensorData::new(w.clone(), [40]), (&dev(), DType::BF16));
+    let _ = rms_norm(xb, wb, 1e-5).unwrap();
+    let after = crate::flex::fused_calls();
+    assert_eq!(
+        [after[5], after[7]],
+        [before[5] + 1, before[7]],
+        "bf16: default bodies"
+    );
+    assert_eq!(vec_of(y).len(), 400);
+}
+
+#[test]
+fn swiglu_and_rms_norm_do_not_depend_on_the_thread_count() {
+    let ad = dev().autodiff();
+    let shape = [4, 64, 576]; // 147 456 elements: many tasks
+    let n = 4 * 64 * 576;
+    let (x, w, dy) = (randn(160, n, 1.0), randn(161, 576, 1.0), randn(162, n, 1.0));
+    let run = || {
+        let xt = tensor(x.clone(), shape, &ad).require_grad();
+        let wt = tensor(w.clone(), [576], &ad).require_grad();
+        let y = swiglu(rms_norm(xt.clone(), wt.clone(), 1e-5).unwrap(), xt.clone()).unwrap();
+        let grads = (y.clone() * tensor(dy.clone(), shape, &ad))
+            .sum()
+            .backward();
+        [
+            vec_of(y),
+            vec_of(xt.grad(&grads).unwrap()),
+            vec_of(wt.grad(&grads).unwrap()),
+        ]
+    };
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    assert_eq!(pool(1).install(run), pool(3).install(run));
+    assert!(crate::flex::elementwise_isas_agree(
+        &x[..5000],
+        &w[..50],
+        1e-5
+    ));
+}
+
+#[test]
+fn swiglu_and_rms_norm_reject_shapes_that_do_not_fit() {
+    let device = dev();
+    let e = swiglu(
+        Tensor::<2>::zeros([2, 3], &device),
+        Tensor::<2>::zeros([3, 2], &device),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("up (against gate)") && e.contains("[3, 2]"),
+        "{e}"
+    );
+    let x = Tensor::<3>::zeros([1, 2, 8], &device);
+    let e = rms_norm(x.clone(), Tensor::<1>::ones([7], &device), 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("weight (against the last dimension of x)"),
+        "{e}"
+    );
+    let e = rms_norm(x, Tensor::<1>::ones([8], &device), -1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("eps is -1"), "{e}");
+}
+
+#[test]
+fn adamw_step_kernel_equals_the_default_body_bit_for_bit() {
+    let device = dev();
+    // serial, and split across tasks with a ragged last one
+    for (seed, n) in [(170u64, 40usize), (171, 100_003)] {
+        for weight_decay in [0.0f32, 0.1] {
+            let p0 = randn(seed, n, 0.05);
+            let (mut fused, mut plain): (Option<AdamWOutput<2>>, Option<AdamWOutput<2>>) =
+                (None, None);
+            for time in 1..=3 {
+                let g = tensor(randn(seed + 10 * time as u64, n, 1e-3), [1, n], &device);
+                let h = AdamWStep {
+                    lr: 1e-3 / time as f64,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    epsilon: 1e-8,
+                    weight_decay,
+                    time,
+                };
+                let before = crate::flex::fused_calls()[9];
+                let start = |o: &Option<AdamWOutput<2>>| {
+                    o.as_ref()
+                        .map_or(tensor(p0.clone(), [1, n], &device), |o| o.param.clone())
+                };
+                let moments = |o: &Option<AdamWOutput<2>>| {
+                    o.as_ref().map(|o| (o.moment_1.clone(), o.moment_2.clone()))
+                };
+                let f = adamw_step(start(&fused), g.clone(), moments(&fused), &h).unwrap();
+                assert_eq!(crate::flex::fused_calls()[9], before + 1);
+                let d = adamw_step_default(start(&plain), g, moments(&plain), &h);
+                for (what, a, b) in [
+                    ("param", &f.param, &d.param),
+                    ("m", &f.moment_1, &d.moment_1),
+                    ("v", &f.moment_2, &d.moment_2),
+                ] {
+                    let (a, b) = (vec_of(a.clone()), vec_of(b.clone()));
+                    assert!(
+                        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{what} differs at step {time} (n {n}, decay {weight_decay})"
+                    );
+                }
+                (fused, plain) = (Some(f), Some(d));
+            }
+            // the parameter moved, by about lr per element at the first step (Adam's scale)
+            let moved = vec_of(fused.unwrap().param);
+            assert!(moved.iter().zip(&p0).all(|(a, b)| a != b));
+        }
+    }
+    let z = |n| Tensor::<1>::zeros([n], &device);
+    let h = AdamWStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-8,
+        weight_decay: 0.0,
+        time: 1,
+    };
+    let e = adamw_step(z(3), z(4), None, &h).unwrap_err().to_string();
+    assert!(e.contains("grad (against param)"), "{e}");
+    let e = adamw_step(z(3), z(3), Some((z(3), z(2))), &h)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("moment_2"), "{e}");
+    let e = adamw_step(z(3), z(3), None, &AdamWStep { time: 0, ..h })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("time counts from 1"), "{e}");
+}

@@ -22,7 +22,6 @@ use crate::{LlamaConfig, LmError};
 use burn::module::{ModuleVisitor, Param};
 use burn::nn::Initializer;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use rlaif_kernels::quant::QuantMatrix;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -133,8 +132,9 @@ impl RmsNorm {
 
     /// Normalises the last dimension.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let rms = (x.clone().square().mean_dim(2) + self.eps).sqrt();
-        x / rms * self.weight.val().unsqueeze::<3>()
+        // one pass per row on flex, with its own backward
+        rlaif_kernels::rms_norm(x, self.weight.val(), self.eps)
+            .expect("the norm's weight has the model's hidden size")
     }
 }
 
@@ -319,8 +319,11 @@ pub struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj
-            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        // silu(gate) · up in one pass on flex, with its own backward
+        let gated =
+            rlaif_kernels::swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x))
+                .expect("gate and up have the same shape");
+        self.down_proj.forward(gated)
     }
 }
 

@@ -466,3 +466,48 @@ fn parameter_groups_update_as_two_optimizers_with_their_own_learning_rates() {
     }
     assert_eq!((params(&t.model().a), params(&t.model().b)), before);
 }
+
+#[test]
+fn fused_adamw_is_burns_adamw_bit_for_bit() {
+    use burn::optim::{AdamWConfig, GradientsParams};
+    let dev = device();
+    let cfg = OptimConfig {
+        weight_decay: 0.1,
+        ..Default::default()
+    };
+    // Burn's AdamW with the same settings and no-decay group (the bias)
+    let burns = |wd: f32| {
+        AdamWConfig::new()
+            .with_beta_1(cfg.adam_beta1 as f32)
+            .with_beta_2(cfg.adam_beta2 as f32)
+            .with_epsilon(cfg.adam_epsilon as f32)
+            .with_weight_decay(wd)
+    };
+    let no_decay = burn::module::ParamGroup::from_any_regexes(vec![r"(^|\.)bias$"]).unwrap();
+    let mut reference = burns(0.1)
+        .init()
+        .with_group(no_decay, burns(0.0).build(), None);
+    let mut fused = cfg.adamw();
+    let (xs, ys) = data();
+    let loss = |m: &Linear| {
+        let x: Vec<f32> = xs.iter().flatten().copied().collect();
+        let x = Tensor::<2>::from_data(TensorData::new(x, [24, 3]), &dev);
+        let y = Tensor::<2>::from_data(TensorData::new(ys.clone(), [24, 1]), &dev);
+        let pred = x.matmul(m.weight.val()) + m.bias.val().unsqueeze::<2>();
+        (pred - y).square().mean()
+    };
+    let (mut a, mut b) = (linear(&dev), linear(&dev));
+    for step in 0..4 {
+        let lr = 0.05 / (1 + step) as f64;
+        let ga = GradientsParams::from_grads(loss(&a).backward(), &a);
+        let gb = GradientsParams::from_grads(loss(&b).backward(), &b);
+        a = reference.step(lr, a, ga);
+        b = fused.step(lr, b, gb);
+        let (pa, pb) = (params(&a), params(&b));
+        assert!(
+            pa.iter().zip(&pb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "step {step}: {pa:?} vs {pb:?}"
+        );
+    }
+    assert_ne!(params(&b), params(&linear(&dev)), "the model moved");
+}

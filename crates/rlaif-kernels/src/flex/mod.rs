@@ -5,11 +5,14 @@
 //! - [`gae`]: generalised advantage estimation per row;
 //! - [`small_m`]: `x · W` for at most eight rows of `x`, the columns split across threads;
 //! - [`attention`]: grouped-query attention with a bias, skipping the key tiles it masks;
+//! - [`elementwise`]: SwiGLU's gating and RMSNorm, forward and backward, and the AdamW step,
+//!   one pass each;
 //!
 //! built on the vectorised arithmetic of [`crate::simd`] and the huge-page output buffers of
 //! [`huge_page_buffer`].
 
 mod attention;
+mod elementwise;
 mod gae;
 mod huge_page_buffer;
 mod small_m;
@@ -50,11 +53,7 @@ fn f32_vec(t: FlexTensor) -> Vec<f32> {
 /// Contiguous float32 logits and their `[N, V]` shape.
 fn contiguous_f32(t: FlexTensor) -> (FlexTensor, usize, usize) {
     assert_eq!(t.dtype(), DType::F32, "fused kernels take float32 tensors");
-    let t = if t.is_contiguous() {
-        t
-    } else {
-        t.to_contiguous()
-    };
+    let t = contiguous(t);
     let shape = t.layout().shape();
     let (n, v) = (shape[0], shape[1]);
     (t, n, v)
@@ -68,12 +67,23 @@ enum Kernel {
     Gae = 2,
     Linear = 3,
     Attention = 4,
+    Swiglu = 5,
+    SwigluBackward = 6,
+    RmsNorm = 7,
+    RmsNormBackward = 8,
+    AdamW = 9,
 }
 
 #[cfg(test)]
 thread_local! {
     /// Calls of each fused kernel made on this thread (tests only).
-    static CALLS: std::cell::Cell<[usize; 5]> = const { std::cell::Cell::new([0; 5]) };
+    static CALLS: std::cell::Cell<[usize; 10]> = const { std::cell::Cell::new([0; 10]) };
+}
+
+/// Whether the elementwise kernels agree on the baseline and the best instruction set.
+#[cfg(test)]
+pub(crate) fn elementwise_isas_agree(x: &[f32], w: &[f32], eps: f32) -> bool {
+    elementwise::agree_across_instruction_sets(x, w, eps)
 }
 
 /// Whether [`RlKernels::project`] has its small-row kernel on this CPU (AVX-512).
@@ -83,7 +93,8 @@ pub(crate) fn small_m_available() -> bool {
 }
 
 /// Calls of the fused kernels made **on the calling thread** so far (tests only), as
-/// `[token_stats, token_stats_backward, gae, linear on the small-row kernel, attention]`.
+/// `[token_stats, token_stats_backward, gae, linear on the small-row kernel, attention,
+/// swiglu, swiglu_backward, rms_norm, rms_norm_backward, adamw]`.
 ///
 /// Per thread, so that a test proves that *its own* call took the fused path: parallel tests
 /// run on other threads and cannot move this thread's counts. The kernels are entered on the
@@ -91,7 +102,7 @@ pub(crate) fn small_m_available() -> bool {
 /// backward pass (a mutex-guarded graph, no worker thread) all run synchronously on the
 /// caller; only the rows inside a kernel are spread over rayon workers, after the count.
 #[cfg(test)]
-pub(crate) fn fused_calls() -> [usize; 5] {
+pub(crate) fn fused_calls() -> [usize; 10] {
     CALLS.with(|c| c.get())
 }
 
@@ -198,13 +209,6 @@ impl RlKernels for Flex {
         count(Kernel::Attention);
         let [b, h, s, d] = crate::attention::dims4(q.layout().shape());
         let [_, g, t, _] = crate::attention::dims4(k.layout().shape());
-        let contiguous = |x: FlexTensor| {
-            if x.is_contiguous() {
-                x
-            } else {
-                x.to_contiguous()
-            }
-        };
         let (q, k, v, bias) = (
             contiguous(q),
             contiguous(k),
@@ -220,4 +224,109 @@ impl RlKernels for Flex {
         );
         FlexTensor::from_data(TensorData::new(out, [b, h, s, d]))
     }
+
+    fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
+        count(Kernel::Swiglu);
+        let (gate, up) = (contiguous(gate), contiguous(up));
+        let n = gate.layout().shape()[0];
+        let out = elementwise::swiglu(f32_slice(&gate), f32_slice(&up));
+        FlexTensor::from_data(TensorData::new(out, [n]))
+    }
+
+    fn swiglu_backward(gate: FlexTensor, up: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        count(Kernel::SwigluBackward);
+        let (gate, up, grad) = (contiguous(gate), contiguous(up), contiguous(grad));
+        let n = gate.layout().shape()[0];
+        let out = elementwise::swiglu_backward(f32_slice(&gate), f32_slice(&up), f32_slice(&grad));
+        FlexTensor::from_data(TensorData::new(out, [2, n]))
+    }
+
+    fn rms_norm(x: FlexTensor, weight: FlexTensor, eps: f32) -> FlexTensor {
+        count(Kernel::RmsNorm);
+        let (x, weight) = (contiguous(x), contiguous(weight));
+        let [n, d] = [x.layout().shape()[0], x.layout().shape()[1]];
+        let out = elementwise::rms_norm(f32_slice(&x), f32_slice(&weight), eps);
+        FlexTensor::from_data(TensorData::new(out, [n, d]))
+    }
+
+    fn rms_norm_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        grad: FlexTensor,
+        eps: f32,
+    ) -> FlexTensor {
+        count(Kernel::RmsNormBackward);
+        let (x, weight, grad) = (contiguous(x), contiguous(weight), contiguous(grad));
+        let out = elementwise::rms_norm_backward(
+            f32_slice(&x),
+            f32_slice(&weight),
+            f32_slice(&grad),
+            eps,
+        );
+        let len = out.len();
+        FlexTensor::from_data(TensorData::new(out, [len]))
+    }
+
+    fn adamw(
+        param: FlexTensor,
+        grad: FlexTensor,
+        moment_1: FlexTensor,
+        moment_2: FlexTensor,
+        beta1: f32,
+        beta2: f32,
+        bias_correction1: f32,
+        bias_correction2: f32,
+        epsilon: f32,
+        lr: f32,
+        keep: f32,
+        fresh: bool,
+    ) -> FlexTensor {
+        let s = elementwise::AdamWScalars {
+            beta1,
+            beta2,
+            c1: 1.0 - beta1,
+            c2: 1.0 - beta2,
+            bc1: bias_correction1,
+            bc2: bias_correction2,
+            epsilon,
+            lr,
+            decay: (keep != 1.0).then_some(keep),
+        };
+        adamw_flex(param, grad, (!fresh).then_some((moment_1, moment_2)), s)
+    }
+}
+
+/// See [`RlKernels::adamw`].
+fn adamw_flex(
+    param: FlexTensor,
+    grad: FlexTensor,
+    moments: Option<(FlexTensor, FlexTensor)>,
+    s: elementwise::AdamWScalars,
+) -> FlexTensor {
+    count(Kernel::AdamW);
+    let (param, grad) = (contiguous(param), contiguous(grad));
+    let moments = moments.map(|(m, v)| (contiguous(m), contiguous(v)));
+    let n = param.layout().shape()[0];
+    let out = elementwise::adamw(
+        f32_slice(&param),
+        f32_slice(&grad),
+        moments.as_ref().map(|(m, v)| (f32_slice(m), f32_slice(v))),
+        s,
+    );
+    FlexTensor::from_data(TensorData::new(out, [3, n]))
+}
+
+/// `t`, contiguous.
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.is_contiguous() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// The float32 elements of a contiguous tensor.
+fn f32_slice(t: &FlexTensor) -> &[f32] {
+    assert_eq!(t.dtype(), DType::F32, "fused kernels take float32 tensors");
+    t.as_slice::<f32>().expect("contiguous f32")
 }
