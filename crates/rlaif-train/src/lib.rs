@@ -77,7 +77,7 @@ mod trainer;
 
 pub use error::{Result, TrainError};
 pub use log::{LOG_FILE, LogEntry, RunLog};
-pub use optim::OptimConfig;
+pub use optim::{FusedAdamW, OptimConfig};
 pub use resume::RunIdentity;
 pub use trainer::{
     Accumulated, Opened, StepStats, Trainer, TrainerConfig, UpdateGroup, take_grads,
