@@ -134,7 +134,7 @@ impl RmsNorm {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         // one pass per row on flex, with its own backward
         rlaif_kernels::rms_norm(x, self.weight.val(), self.eps)
-            .expect("the norm's weight has the model's hidden size")
+            .expect("the weight has the hidden size and the config's eps was checked positive")
     }
 }
 

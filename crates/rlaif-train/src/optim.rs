@@ -151,8 +151,7 @@ impl OptimConfig {
 /// AdamW (Loshchilov & Hutter 2019) as a Burn [`Optimizer`]: Burn's `AdamW` (without
 /// AMSGrad or cautious decay) computed by [`rlaif_kernels::adamw_step`], which on flex runs
 /// a parameter's update as one parallel pass instead of about fifteen serial tensor ops.
-/// Its state is Burn's [`AdamWState`], so checkpoints of either optimizer load into the
-/// other.
+/// Its state is Burn's own [`AdamWState`] record (step count and both moments).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FusedAdamW {
     /// β₁.
