@@ -275,7 +275,8 @@ pub(crate) fn rms_norm_backward(x: &[f32], w: &[f32], grad: &[f32], eps: f32) ->
     out
 }
 
-/// The kernels on the baseline instruction set against the best one of this CPU (tests).
+/// The forward RMSNorm and SwiGLU kernels on the baseline instruction set against the best
+/// one of this CPU (tests).
 #[cfg(test)]
 pub(crate) fn agree_across_instruction_sets(x: &[f32], w: &[f32], eps: f32) -> bool {
     let (mut a, mut b) = (vec![0f32; x.len()], vec![0f32; x.len()]);
@@ -306,8 +307,8 @@ pub(crate) struct AdamWScalars {
     pub bc2: f32,
     pub epsilon: f32,
     pub lr: f32,
-    /// `1 − lr · weight_decay`, or `None` for no decay.
-    pub decay: Option<f32>,
+    /// `1 − lr · weight_decay` (1 without decay: `θ · 1` is `θ`, bit for bit).
+    pub keep: f32,
 }
 
 /// One AdamW step over a chunk; `m` and `v` are `None` on the first step (zero moments).
@@ -343,19 +344,9 @@ fn adamw_impl<const FMA: bool>(
             }
         }
     }
-    match s.decay {
-        Some(keep) => {
-            for i in 0..n {
-                let delta = (m_out[i] / s.bc1) / ((v_out[i] / s.bc2).sqrt() + s.epsilon);
-                p_out[i] = p[i] * keep - delta * s.lr;
-            }
-        }
-        None => {
-            for i in 0..n {
-                let delta = (m_out[i] / s.bc1) / ((v_out[i] / s.bc2).sqrt() + s.epsilon);
-                p_out[i] = p[i] - delta * s.lr;
-            }
-        }
+    for i in 0..n {
+        let delta = (m_out[i] / s.bc1) / ((v_out[i] / s.bc2).sqrt() + s.epsilon);
+        p_out[i] = p[i] * s.keep - delta * s.lr;
     }
 }
 

@@ -290,7 +290,7 @@ impl RlKernels for Flex {
             bc2: bias_correction2,
             epsilon,
             lr,
-            decay: (keep != 1.0).then_some(keep),
+            keep,
         };
         adamw_flex(param, grad, (!fresh).then_some((moment_1, moment_2)), s)
     }
