@@ -15,10 +15,13 @@
 //!   throughput in tokens/s (the optimizer step is not included).
 //!
 //! Every bench first sets the allocator as the `rlaif` command does at start-up
-//! ([`rlaif_kernels::tune_allocator`]), so the numbers are what the command gets.
+//! ([`rlaif_kernels::tune_allocator`]) and runs on rayon's pool as the command does
+//! ([`rlaif_kernels::on_pool`]; `generate` moves there itself), so the numbers are what the
+//! command gets.
 //!
 //! Run: `cargo bench --bench lm`. The same measurements in PyTorch are made by
-//! `benches/reference/torch_lm.py`; both are recorded in `docs/benchmarks.md`.
+//! `benches/reference/torch_lm.py`, and `generate/batch1_gguf_blocks` in llama.cpp by
+//! `benches/reference/llama_cpp_lm.py`; all are recorded in `docs/benchmarks.md`.
 //! Cost per step: a forward pass reads all 135 M weights once (540 MB in f32), so batch-1
 //! decoding is bound by memory bandwidth (≈ 90 tokens/s at 50 GB/s); the 4 × 256 training
 //! step is ≈ 0.85 TFLOP (6 · params · tokens, plus attention).
@@ -107,10 +110,12 @@ fn bench_train_step(c: &mut Criterion) {
     g.throughput(Throughput::Elements((b * t) as u64));
     g.bench_function("4x256", |bench| {
         bench.iter(|| {
-            let loss = -score::token_logprobs(&lm.model, tokens.clone(), &real)
-                .expect("a 4 × 256 batch")
-                .mean();
-            loss.backward()
+            rlaif_kernels::on_pool(|| {
+                let loss = -score::token_logprobs(&lm.model, tokens.clone(), &real)
+                    .expect("a 4 × 256 batch")
+                    .mean();
+                loss.backward()
+            })
         })
     });
     g.finish();

@@ -50,6 +50,11 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     init();
     let args = Args::parse();
+    // on a worker of rayon's pool, as the `rlaif` command runs (rlaif_kernels::pool)
+    rlaif::kernels::on_pool(move || run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let lm = load_model_for_inference(args.model.as_deref(), &Device::default())?;
     let prompt = if args.raw {
         Prompt::Text(args.message)

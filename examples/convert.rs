@@ -23,6 +23,11 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     init();
     let args = Args::parse();
+    // on a worker of rayon's pool, as the `rlaif` command runs (rlaif_kernels::pool)
+    rlaif::kernels::on_pool(move || run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let lm = load_model(args.model.as_deref(), &Device::default())?;
     lm.save_pretrained(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;

@@ -70,6 +70,11 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     init();
     let args = Args::parse();
+    // on a worker of rayon's pool, as the `rlaif` command runs (rlaif_kernels::pool)
+    rlaif::kernels::on_pool(move || run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let prompts = read_prompts(&args.prompts)?;
     let constitution = match &args.constitution {
         Some(p) => Constitution::from_toml_file(p)?,

@@ -204,6 +204,11 @@ fn pct(x: Option<f64>) -> String {
 fn main() -> anyhow::Result<()> {
     init();
     let args = Args::parse();
+    // on a worker of rayon's pool, as the `rlaif` command runs (rlaif_kernels::pool)
+    rlaif::kernels::on_pool(move || run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let interrupt = Interrupt::install()?;
     let device = Device::default();
     let constitution = match &args.constitution {

@@ -31,7 +31,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     init();
-    match run(Cli::parse().args) {
+    let args = Cli::parse().args;
+    // on a worker of rayon's pool, as the `rlaif` command runs (rlaif_kernels::pool)
+    match rlaif::kernels::on_pool(move || run(args)) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Interrupted) => {
             eprintln!("stopped; run the same command again to resume");

@@ -90,6 +90,11 @@ fn rule_reward(_: &Prompt, response: &str) -> f32 {
 fn main() -> anyhow::Result<()> {
     init();
     let args = Args::parse();
+    // on a worker of rayon's pool, as the `rlaif` command runs (rlaif_kernels::pool)
+    rlaif::kernels::on_pool(move || run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::default();
     let mut red = read_prompts(&args.prompts)?;
     anyhow::ensure!(

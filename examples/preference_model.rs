@@ -66,6 +66,11 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     init();
     let args = Args::parse();
+    // on a worker of rayon's pool, as the `rlaif` command runs (rlaif_kernels::pool)
+    rlaif::kernels::on_pool(move || run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let interrupt = Interrupt::install()?;
     let terminal = Terminal::new(interrupt.clone());
     let device = Device::default();

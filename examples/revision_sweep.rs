@@ -67,6 +67,11 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     init();
     let args = Args::parse();
+    // on a worker of rayon's pool, as the `rlaif` command runs (rlaif_kernels::pool)
+    rlaif::kernels::on_pool(move || run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::default();
     let lm = load_model(args.model.as_deref(), &device)?;
     let judge = match &args.feedback_model {

@@ -65,7 +65,9 @@ enum Command {
 fn main() -> ExitCode {
     rlaif::cli::init();
     let cli = Cli::parse();
-    let result = match cli.command {
+    // on a worker of rayon's pool: each tensor op splits without waking a sleeping thread
+    // (rlaif_kernels::pool)
+    let result = rlaif::kernels::on_pool(move || match cli.command {
         Command::Chat(a) => commands::chat::run(a),
         Command::Revise(a) => commands::revise::run(a),
         Command::Sample(a) => commands::sample::run(a),
@@ -78,7 +80,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a),
         Command::Pipeline(a) => commands::pipeline::run(a),
         Command::Convert(a) => commands::convert::run(a),
-    };
+    });
     match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Interrupted) => {

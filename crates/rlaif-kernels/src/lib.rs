@@ -72,6 +72,7 @@ pub mod kl;
 pub mod linear;
 pub mod logit_filters;
 pub mod logprobs;
+pub mod pool;
 pub mod ppo;
 pub mod preference;
 pub mod quant;
@@ -108,6 +109,7 @@ pub use logprobs::{
     token_logprobs, token_logprobs_default, token_logprobs_with_entropy,
     token_logprobs_with_entropy_default,
 };
+pub use pool::on_pool;
 pub use ppo::{PolicyLoss, PpoConfig, ValueLoss, ppo_policy_loss, ppo_value_loss};
 pub use preference::{PreferenceConfig, PreferenceLoss, bradley_terry_loss};
 pub use rms_norm::{rms_norm, rms_norm_default};

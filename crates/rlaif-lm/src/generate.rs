@@ -33,6 +33,17 @@ pub fn generate(
     prompts: &[Vec<u32>],
     params: &SamplingParams,
 ) -> Result<Vec<Completion>, LmError> {
+    // on a worker of rayon's pool: each of a step's ~300 ops splits without waking a
+    // sleeping thread (rlaif_kernels::pool)
+    rlaif_kernels::on_pool(|| generate_on_worker(model, tokenizer, prompts, params))
+}
+
+fn generate_on_worker(
+    model: &Llama,
+    tokenizer: &TextTokenizer,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+) -> Result<Vec<Completion>, LmError> {
     params
         .validate()
         .map_err(|e| LmError::InvalidRequest(e.to_string()))?;
