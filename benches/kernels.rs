@@ -259,7 +259,7 @@ fn bench_linear(c: &mut Criterion) {
         });
         let q = q4_1_blocks(n, kd);
         let xv: Vec<f32> = x.clone().try_into_vec_as::<f32>().unwrap();
-        g.throughput(Throughput::Bytes(q.bytes() as u64));
+        g.throughput(Throughput::Bytes(q.data().len() as u64));
         g.bench_function(format!("q4_1/{shape}"), |b| {
             b.iter(|| q.matmul_rows(black_box(&xv), m).unwrap())
         });

@@ -14,21 +14,15 @@
 //! (element `j < 16` is the low nibble of `q[j]`, element `j + 16` its high nibble; ggml's
 //! `block_q8_0`, `block_q4_0`, `block_q4_1`). These are exactly the values a model loaded
 //! from the file holds in f32, so a product over the blocks computes the same function as
-//! the f32 product; only the rounding of the sums differs (they run in another order, and
-//! factored by block as below).
+//! the f32 product; only the rounding of the sums differs (the sums run in another order).
 //!
 //! A decoding step is bound by reading the weights: SmolLM2-135M reads 540 MB per step in
-//! f32, 97 MB as its GGUF's Q4_1 (and Q8_0 embedding) blocks (111 MB as [`QuantMatrix`]
-//! keeps them, with f32 scales). [`QuantMatrix::matmul_rows`] reads each block once for all
-//! `M ≤ 8` rows of `x`. Every value is `d · q + o` (scale, quant, the block's offset), so a
-//! block's share of an output is `d · Σ q x + o · Σ x`: with AVX-512 the quants become two
-//! vectors of 16 floats in registers (one widening load, one mask or shift, two converts),
-//! `Σ q x` is one multiply and one multiply-add per row, and one more multiply-add scales it
-//! by `d` into the row's accumulator; the offsets' part is one dot product per output of the
-//! block offsets with the rows' per-block sums `Σ x`. The outputs are split into ranges
+//! f32, 97 MB as its GGUF's Q4_1 (and Q8_0 embedding) blocks. [`QuantMatrix::matmul_rows`]
+//! reads each block once for all `M ≤ 8` rows of `x`: with AVX-512 a block becomes two
+//! vectors of 16 floats in registers (one widening load, one convert, one multiply-add for
+//! the scales) and is multiplied into `M` accumulators; the outputs are split into ranges
 //! across rayon's threads. Each output is summed block after block in the same order
-//! whatever the number of threads. Elsewhere a scalar loop computes the same products from
-//! the dequantised values.
+//! whatever the number of threads. Elsewhere a scalar loop computes the same products.
 
 use crate::error::{Result, check_arg, check_shape};
 use half::f16;
@@ -101,36 +95,14 @@ pub fn dequantize_block(format: BlockFormat, block: &[u8], out: &mut [f32]) {
     }
 }
 
-/// A weight `W [N, K]` from ggml blocks: row `n` (output `n`) is `K / 32` blocks, as in a
-/// GGUF file.
-///
-/// The blocks are kept split into their parts, in the layout the kernel reads: the quants of
-/// every block (16 bytes of nibbles, or 32 signed bytes), and each block's scale `d` and
-/// offset as f32. Every value is `d · q + offset`, exactly ggml's: Q4_1's offset is its `m`,
-/// Q4_0's is `−8d` (`d · (q − 8)`), Q8_0 has none. (24 bytes per Q4_1 block instead of the
-/// file's 20, 36 per Q8_0 block instead of 34: the f16 scales are converted once, at load,
-/// instead of once per block in every product.)
+/// A weight `W [N, K]` kept as ggml blocks: row `n` (output `n`) is `K / 32` consecutive
+/// blocks, as in a GGUF file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantMatrix {
     format: BlockFormat,
     rows: usize,
     cols: usize,
-    /// The quants of every block, block after block, row after row.
-    quants: Vec<u8>,
-    /// `d` of every block, `[N, K / 32]`.
-    scales: Vec<f32>,
-    /// The offset of every block, `[N, K / 32]`; empty for Q8_0.
-    offsets: Vec<f32>,
-}
-
-impl BlockFormat {
-    /// Bytes of quants per block: 16 nibble pairs, or 32 signed bytes.
-    const fn quant_bytes(self) -> usize {
-        match self {
-            Self::Q8_0 => 32,
-            Self::Q4_0 | Self::Q4_1 => 16,
-        }
-    }
+    data: Vec<u8>,
 }
 
 impl QuantMatrix {
@@ -152,39 +124,13 @@ impl QuantMatrix {
                 )
             },
         )?;
-        let blocks = rows * cols / BLOCK_VALUES;
-        let bytes = blocks * format.block_bytes();
+        let bytes = rows * cols / BLOCK_VALUES * format.block_bytes();
         check_shape("QuantMatrix::new", "data bytes", &[data.len()], &[bytes])?;
-        let mut quants = Vec::with_capacity(blocks * format.quant_bytes());
-        let mut scales = Vec::with_capacity(blocks);
-        let mut offsets = Vec::with_capacity(if format == BlockFormat::Q8_0 {
-            0
-        } else {
-            blocks
-        });
-        for block in data.chunks_exact(format.block_bytes()) {
-            let f16_at = |i: usize| f16::from_le_bytes([block[i], block[i + 1]]).to_f32();
-            let d = f16_at(0);
-            scales.push(d);
-            match format {
-                BlockFormat::Q8_0 => quants.extend_from_slice(&block[2..34]),
-                BlockFormat::Q4_0 => {
-                    offsets.push(-8.0 * d); // exact: d is an f16
-                    quants.extend_from_slice(&block[2..18]);
-                }
-                BlockFormat::Q4_1 => {
-                    offsets.push(f16_at(2));
-                    quants.extend_from_slice(&block[4..20]);
-                }
-            }
-        }
         Ok(Self {
             format,
             rows,
             cols,
-            quants,
-            scales,
-            offsets,
+            data,
         })
     }
 
@@ -203,57 +149,20 @@ impl QuantMatrix {
         self.cols
     }
 
-    /// The blocks in ggml's format, row after row: the `data` this matrix was made from.
-    pub fn to_blocks(&self) -> Vec<u8> {
-        let qb = self.format.quant_bytes();
-        let mut out = Vec::with_capacity(self.scales.len() * self.format.block_bytes());
-        for (i, &d) in self.scales.iter().enumerate() {
-            out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-            if self.format == BlockFormat::Q4_1 {
-                out.extend_from_slice(&f16::from_f32(self.offsets[i]).to_le_bytes());
-            }
-            out.extend_from_slice(&self.quants[i * qb..(i + 1) * qb]);
-        }
-        out
-    }
-
-    /// Bytes held, all of which a product reads: the quants, scales and offsets.
-    pub fn bytes(&self) -> usize {
-        self.quants.len() + 4 * (self.scales.len() + self.offsets.len())
-    }
-
-    /// Blocks per row.
-    fn row_blocks(&self) -> usize {
-        self.cols / BLOCK_VALUES
-    }
-
-    /// The 32 values of block `i` (counted row after row), as [`dequantize_block`] gives them.
-    fn block_values(&self, i: usize, out: &mut [f32]) {
-        let out = &mut out[..BLOCK_VALUES];
-        let d = self.scales[i];
-        if self.format == BlockFormat::Q8_0 {
-            for (o, &q) in out.iter_mut().zip(&self.quants[i * 32..(i + 1) * 32]) {
-                *o = d * (q as i8) as f32;
-            }
-            return;
-        }
-        // d · q is exact (an f16 times 4 bits), so adding the offset rounds once, as ggml's
-        // `d · q + m` and `d · (q − 8)` do
-        let off = self.offsets[i];
-        for (j, &q) in self.quants[i * 16..(i + 1) * 16].iter().enumerate() {
-            out[j] = d * (q & 0x0f) as f32 + off;
-            out[j + 16] = d * (q >> 4) as f32 + off;
-        }
+    /// The blocks, row after row.
+    pub fn data(&self) -> &[u8] {
+        &self.data
     }
 
     /// `W` in f32, `[N, K]` row-major.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];
+        let bytes = self.format.block_bytes();
         out.par_chunks_mut(BLOCK_VALUES * 4096)
-            .enumerate()
-            .for_each(|(c, o)| {
-                for (i, ob) in o.chunks_exact_mut(BLOCK_VALUES).enumerate() {
-                    self.block_values(c * 4096 + i, ob);
+            .zip(self.data.par_chunks(bytes * 4096))
+            .for_each(|(o, d)| {
+                for (ob, db) in o.chunks_exact_mut(BLOCK_VALUES).zip(d.chunks_exact(bytes)) {
+                    dequantize_block(self.format, db, ob);
                 }
             });
         out
@@ -272,29 +181,21 @@ impl QuantMatrix {
         })?;
         check_shape(OP, "x", &[x.len()], &[m * self.cols])?;
         let (n, k) = (self.rows, self.cols);
-        // Σ x over each block of each row, for the offsets: Σ (d q + o) x = d Σ q x + o Σ x
-        let sx: Vec<f32> = if self.offsets.is_empty() {
-            Vec::new()
-        } else {
-            x.chunks_exact(BLOCK_VALUES)
-                .map(|b| b.iter().sum())
-                .collect()
-        };
         // Computed as yᵀ [N, m], one output's m values together, then transposed.
         let mut yt = vec![0f32; n * m];
         let simd = kernel_available();
         let run = |n0: usize, out: &mut [f32]| {
             let count = out.len() / m;
+            let rows = &self.data[n0 * self.row_bytes()..(n0 + count) * self.row_bytes()];
             if simd {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX-512F is present (`kernel_available`); outputs n0 .. n0 + count
-                // are rows of the matrix, `x` is [m, k], `sx` is empty or [m, k / 32], `out`
-                // is [count, m].
+                // SAFETY: AVX-512F and F16C are present (`kernel_available`); `rows` holds
+                // `count` rows of `k / 32` blocks, `x` is [m, k], `out` is [count, m].
                 unsafe {
-                    avx512::rows(self, x, &sx, m, n0, count, out)
+                    avx512::rows(self.format, x, m, k, rows, count, out)
                 }
             } else {
-                self.scalar_rows(x, m, n0, out);
+                scalar_rows(self.format, x, m, k, rows, count, out);
             }
         };
         // One task per range of outputs when the weight is large enough to pay for the
@@ -320,31 +221,19 @@ impl QuantMatrix {
         Ok(y)
     }
 
-    /// `out [count, m]`: outputs `n0 ..` of `x [m, k] · Wᵀ` from the dequantised blocks,
-    /// without SIMD.
-    fn scalar_rows(&self, x: &[f32], m: usize, n0: usize, out: &mut [f32]) {
-        let (k, nb) = (self.cols, self.row_blocks());
-        let mut w = [0f32; BLOCK_VALUES];
-        for (j, o) in out.chunks_exact_mut(m).enumerate() {
-            let mut acc = [0f32; crate::SMALL_M_MAX_ROWS];
-            for b in 0..nb {
-                self.block_values((n0 + j) * nb + b, &mut w);
-                for (r, a) in acc.iter_mut().take(m).enumerate() {
-                    let xb = &x[r * k + b * BLOCK_VALUES..][..BLOCK_VALUES];
-                    *a += w.iter().zip(xb).map(|(w, x)| w * x).sum::<f32>();
-                }
-            }
-            o.copy_from_slice(&acc[..m]);
-        }
+    /// Bytes of one row (one output).
+    fn row_bytes(&self) -> usize {
+        self.cols / BLOCK_VALUES * self.format.block_bytes()
     }
 }
 
-/// Whether [`QuantMatrix::matmul_rows`] runs its AVX-512 kernel on this CPU; otherwise it
-/// runs a scalar loop.
+/// Whether [`QuantMatrix::matmul_rows`] runs its AVX-512 kernel on this CPU (AVX-512F and
+/// F16C); otherwise it runs a scalar loop.
 pub fn kernel_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         crate::simd::isa() == crate::simd::Isa::Avx512
+            && std::arch::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -352,127 +241,141 @@ pub fn kernel_available() -> bool {
     }
 }
 
+/// `out [count, m] = (x [m, k] · rowsᵀ)` block by block, without SIMD.
+fn scalar_rows(
+    format: BlockFormat,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    rows: &[u8],
+    count: usize,
+    out: &mut [f32],
+) {
+    let row_bytes = rows.len() / count.max(1);
+    let mut w = [0f32; BLOCK_VALUES];
+    for (j, o) in out.chunks_exact_mut(m).enumerate() {
+        let row = &rows[j * row_bytes..(j + 1) * row_bytes];
+        let mut acc = [0f32; crate::SMALL_M_MAX_ROWS];
+        for (b, block) in row.chunks_exact(format.block_bytes()).enumerate() {
+            dequantize_block(format, block, &mut w);
+            for (r, a) in acc.iter_mut().take(m).enumerate() {
+                let xb = &x[r * k + b * BLOCK_VALUES..][..BLOCK_VALUES];
+                *a += w.iter().zip(xb).map(|(w, x)| w * x).sum::<f32>();
+            }
+        }
+        o.copy_from_slice(&acc[..m]);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{BLOCK_VALUES, BlockFormat, QuantMatrix};
+    use super::{BLOCK_VALUES, BlockFormat};
     use std::arch::x86_64::*;
 
-    /// One kind of quants: their bytes per block and their 32 values as two vectors.
-    trait Quants {
+    /// One block format: its size and its two vectors of values.
+    trait Block {
         const BYTES: usize;
-        /// Values 0..16 and 16..32 of the block's quants at `q`, as floats.
-        unsafe fn load(q: *const u8) -> (__m512, __m512);
+        /// Values 0..16 and 16..32 of the block at `b`.
+        unsafe fn load(b: *const u8) -> (__m512, __m512);
     }
 
-    /// Q4_0 and Q4_1: element `j < 16` is the low nibble of byte `j`, `j + 16` its high one.
-    struct Nibbles;
-    impl Quants for Nibbles {
-        const BYTES: usize = 16;
-        #[inline(always)]
-        unsafe fn load(q: *const u8) -> (__m512, __m512) {
-            // SAFETY: the caller's block holds 16 bytes at `q`.
-            unsafe {
-                let bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(q as *const __m128i));
-                let lo = _mm512_and_si512(bytes, _mm512_set1_epi32(0x0f));
-                let hi = _mm512_srli_epi32::<4>(bytes);
-                (_mm512_cvtepi32_ps(lo), _mm512_cvtepi32_ps(hi))
-            }
+    /// The f16 at `p` (little-endian) as f32.
+    #[inline(always)]
+    unsafe fn f16_at(p: *const u8) -> f32 {
+        // SAFETY: the caller's block holds two bytes at `p`; F16C is enabled by the caller.
+        unsafe {
+            let bits = u16::from_le_bytes([*p, *p.add(1)]) as i32;
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
         }
     }
 
-    /// Q8_0: 32 signed bytes.
-    struct Bytes;
-    impl Quants for Bytes {
-        const BYTES: usize = 32;
+    /// The low and high nibbles of 16 bytes as two vectors of 16 floats.
+    #[inline(always)]
+    unsafe fn nibbles(q: *const u8) -> (__m512, __m512) {
+        // SAFETY: the caller's block holds 16 bytes at `q`.
+        unsafe {
+            let bytes = _mm_loadu_si128(q as *const __m128i);
+            let mask = _mm_set1_epi8(0x0f);
+            let lo = _mm_and_si128(bytes, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+            (
+                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)),
+                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)),
+            )
+        }
+    }
+
+    struct Q8_0;
+    impl Block for Q8_0 {
+        const BYTES: usize = 34;
         #[inline(always)]
-        unsafe fn load(q: *const u8) -> (__m512, __m512) {
-            // SAFETY: the caller's block holds 32 bytes at `q`.
+        unsafe fn load(b: *const u8) -> (__m512, __m512) {
+            // SAFETY: a Q8_0 block is 34 bytes at `b`.
             unsafe {
-                let at = |o: usize| {
+                let d = _mm512_set1_ps(f16_at(b));
+                let q = |o: usize| {
                     _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-                        q.add(o) as *const __m128i
+                        b.add(o) as *const __m128i
                     )))
                 };
-                (at(0), at(16))
+                (_mm512_mul_ps(q(2), d), _mm512_mul_ps(q(18), d))
             }
         }
     }
 
-    /// Where one call's data lies: the quants, scales and offsets of its first output, the
-    /// rows of `x` and their block sums.
-    #[derive(Clone, Copy)]
-    struct Operands {
-        q: *const u8,
-        d: *const f32,
-        /// Null for Q8_0.
-        off: *const f32,
-        x: *const f32,
-        /// `[M, k / 32]`; null for Q8_0.
-        sx: *const f32,
-        k: usize,
-    }
-
-    impl Operands {
-        /// The same operands `t` outputs further on.
+    struct Q4_0;
+    impl Block for Q4_0 {
+        const BYTES: usize = 18;
         #[inline(always)]
-        unsafe fn output<Q: Quants>(self, t: usize) -> Self {
-            let nb = self.k / BLOCK_VALUES;
-            // SAFETY: the caller keeps output `t` inside the matrix.
+        unsafe fn load(b: *const u8) -> (__m512, __m512) {
+            // SAFETY: a Q4_0 block is 18 bytes at `b`.
             unsafe {
-                Self {
-                    q: self.q.add(t * nb * Q::BYTES),
-                    d: self.d.add(t * nb),
-                    off: if self.off.is_null() {
-                        self.off
-                    } else {
-                        self.off.add(t * nb)
-                    },
-                    ..self
-                }
+                let d = f16_at(b);
+                let (lo, hi) = nibbles(b.add(2));
+                let (dv, off) = (_mm512_set1_ps(d), _mm512_set1_ps(-8.0 * d));
+                (_mm512_fmadd_ps(lo, dv, off), _mm512_fmadd_ps(hi, dv, off))
             }
         }
     }
 
-    /// `out [count, m] = x [m, k] · W[n0 .. n0 + count]ᵀ`.
+    struct Q4_1;
+    impl Block for Q4_1 {
+        const BYTES: usize = 20;
+        #[inline(always)]
+        unsafe fn load(b: *const u8) -> (__m512, __m512) {
+            // SAFETY: a Q4_1 block is 20 bytes at `b`.
+            unsafe {
+                let (d, m) = (_mm512_set1_ps(f16_at(b)), _mm512_set1_ps(f16_at(b.add(2))));
+                let (lo, hi) = nibbles(b.add(4));
+                (_mm512_fmadd_ps(lo, d, m), _mm512_fmadd_ps(hi, d, m))
+            }
+        }
+    }
+
+    /// `out [count, m] = x [m, k] · rowsᵀ`.
     ///
     /// # Safety
-    /// AVX-512F; outputs `n0 .. n0 + count` are rows of `w`, `x` is `[m, k]` with
-    /// `1 ≤ m ≤ 8`, `sx` is `[m, k / 32]` (or empty for Q8_0), `out` is `[count, m]`.
-    #[target_feature(enable = "avx512f")]
+    /// AVX-512F and F16C; `rows` is `count` rows of `k / 32` blocks of `format`, `x` is
+    /// `[m, k]` with `1 ≤ m ≤ 8`, `out` is `[count, m]`.
+    #[target_feature(enable = "avx512f,f16c")]
     pub(super) unsafe fn rows(
-        w: &QuantMatrix,
+        format: BlockFormat,
         x: &[f32],
-        sx: &[f32],
         m: usize,
-        n0: usize,
+        k: usize,
+        rows: &[u8],
         count: usize,
         out: &mut [f32],
     ) {
         debug_assert_eq!(out.len(), count * m);
-        debug_assert_eq!(x.len(), m * w.cols);
-        let nb = w.row_blocks();
-        let ops = Operands {
-            q: w.quants[n0 * nb * w.format.quant_bytes()..].as_ptr(),
-            d: w.scales[n0 * nb..].as_ptr(),
-            off: if w.offsets.is_empty() {
-                std::ptr::null()
-            } else {
-                w.offsets[n0 * nb..].as_ptr()
-            },
-            x: x.as_ptr(),
-            sx: if sx.is_empty() {
-                std::ptr::null()
-            } else {
-                sx.as_ptr()
-            },
-            k: w.cols,
-        };
-        let o = out.as_mut_ptr();
+        debug_assert_eq!(x.len(), m * k);
+        let (x, w, o) = (x.as_ptr(), rows.as_ptr(), out.as_mut_ptr());
         // SAFETY: forwarded from the caller.
         unsafe {
-            match w.format {
-                BlockFormat::Q8_0 => by_rows::<Bytes>(ops, m, count, o),
-                BlockFormat::Q4_0 | BlockFormat::Q4_1 => by_rows::<Nibbles>(ops, m, count, o),
+            match format {
+                BlockFormat::Q8_0 => by_rows::<Q8_0>(x, m, k, w, count, o),
+                BlockFormat::Q4_0 => by_rows::<Q4_0>(x, m, k, w, count, o),
+                BlockFormat::Q4_1 => by_rows::<Q4_1>(x, m, k, w, count, o),
             }
         }
     }
@@ -480,18 +383,25 @@ mod avx512 {
     /// Dispatches on the row count; `NT` outputs are computed together so that a row count
     /// of one still has eight independent chains of multiply-adds (`M · NT ≤ 8` accumulators).
     #[inline(always)]
-    unsafe fn by_rows<Q: Quants>(ops: Operands, m: usize, count: usize, o: *mut f32) {
+    unsafe fn by_rows<B: Block>(
+        x: *const f32,
+        m: usize,
+        k: usize,
+        w: *const u8,
+        count: usize,
+        o: *mut f32,
+    ) {
         // SAFETY: forwarded from the caller.
         unsafe {
             match m {
-                1 => outputs::<Q, 1, 8>(ops, count, o),
-                2 => outputs::<Q, 2, 4>(ops, count, o),
-                3 => outputs::<Q, 3, 2>(ops, count, o),
-                4 => outputs::<Q, 4, 2>(ops, count, o),
-                5 => outputs::<Q, 5, 1>(ops, count, o),
-                6 => outputs::<Q, 6, 1>(ops, count, o),
-                7 => outputs::<Q, 7, 1>(ops, count, o),
-                8 => outputs::<Q, 8, 1>(ops, count, o),
+                1 => outputs::<B, 1, 8>(x, k, w, count, o),
+                2 => outputs::<B, 2, 4>(x, k, w, count, o),
+                3 => outputs::<B, 3, 2>(x, k, w, count, o),
+                4 => outputs::<B, 4, 2>(x, k, w, count, o),
+                5 => outputs::<B, 5, 1>(x, k, w, count, o),
+                6 => outputs::<B, 6, 1>(x, k, w, count, o),
+                7 => outputs::<B, 7, 1>(x, k, w, count, o),
+                8 => outputs::<B, 8, 1>(x, k, w, count, o),
                 _ => unreachable!("checked by matmul_rows"),
             }
         }
@@ -499,83 +409,57 @@ mod avx512 {
 
     /// Tiles of `NT` outputs, then single outputs.
     #[inline(always)]
-    unsafe fn outputs<Q: Quants, const M: usize, const NT: usize>(
-        ops: Operands,
+    unsafe fn outputs<B: Block, const M: usize, const NT: usize>(
+        x: *const f32,
+        k: usize,
+        w: *const u8,
         count: usize,
         o: *mut f32,
     ) {
+        let row_bytes = k / BLOCK_VALUES * B::BYTES;
         let mut j = 0;
         // SAFETY: outputs j .. j + NT (or j + 1) lie inside 0..count.
         unsafe {
             while count - j >= NT {
-                tile::<Q, M, NT>(ops.output::<Q>(j), o.add(j * M));
+                tile::<B, M, NT>(x, k, w.add(j * row_bytes), row_bytes, o.add(j * M));
                 j += NT;
             }
             while j < count {
-                tile::<Q, M, 1>(ops.output::<Q>(j), o.add(j * M));
+                tile::<B, M, 1>(x, k, w.add(j * row_bytes), row_bytes, o.add(j * M));
                 j += 1;
             }
         }
     }
 
     /// `o[t·M + r] = Σ_blocks x[r, block] · W[t, block]` for `NT` consecutive outputs `t` and
-    /// the `M` rows `r`, as `Σ_b d_b · (q_b · x_b) + Σ_b offset_b · Σ x_b`: the first sum
-    /// lane-wise over the blocks in order, then one horizontal sum; the second 16 blocks at a
-    /// time.
+    /// the `M` rows `r`: lane-wise sums over the blocks in order, then one horizontal sum.
     #[inline(always)]
-    unsafe fn tile<Q: Quants, const M: usize, const NT: usize>(ops: Operands, o: *mut f32) {
-        let (k, nb) = (ops.k, ops.k / BLOCK_VALUES);
-        // SAFETY: the caller's bounds: NT outputs of `nb` blocks from `ops`, x is [M, k], sx
-        // is [M, nb] when there are offsets, o holds NT · M values.
+    unsafe fn tile<B: Block, const M: usize, const NT: usize>(
+        x: *const f32,
+        k: usize,
+        w: *const u8,
+        row_bytes: usize,
+        o: *mut f32,
+    ) {
+        // SAFETY: the caller's bounds: NT rows of `row_bytes` at `w`, x is [M, k], o holds
+        // NT · M values.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); M]; NT];
-            for b in 0..nb {
-                // the M rows' inputs of this block, loaded once for the NT outputs
-                let xs: [(__m512, __m512); M] = std::array::from_fn(|r| {
-                    let xp = ops.x.add(r * k + b * BLOCK_VALUES);
-                    (_mm512_loadu_ps(xp), _mm512_loadu_ps(xp.add(16)))
-                });
+            for b in 0..k / BLOCK_VALUES {
                 for (t, a) in acc.iter_mut().enumerate() {
-                    let (lo, hi) = Q::load(ops.q.add((t * nb + b) * Q::BYTES));
-                    let d = _mm512_set1_ps(*ops.d.add(t * nb + b));
-                    for (a, &(xl, xh)) in a.iter_mut().zip(&xs) {
-                        let p = _mm512_fmadd_ps(hi, xh, _mm512_mul_ps(lo, xl));
-                        *a = _mm512_fmadd_ps(p, d, *a);
+                    let (lo, hi) = B::load(w.add(t * row_bytes + b * B::BYTES));
+                    for (r, a) in a.iter_mut().enumerate() {
+                        let xp = x.add(r * k + b * BLOCK_VALUES);
+                        *a = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xp), *a);
+                        *a = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xp.add(16)), *a);
                     }
                 }
             }
             for (t, a) in acc.iter().enumerate() {
                 for (r, v) in a.iter().enumerate() {
-                    let mut sum = _mm512_reduce_add_ps(*v);
-                    if !ops.off.is_null() {
-                        sum += offsets_dot(ops.off.add(t * nb), ops.sx.add(r * nb), nb);
-                    }
-                    *o.add(t * M + r) = sum;
+                    *o.add(t * M + r) = _mm512_reduce_add_ps(*v);
                 }
             }
-        }
-    }
-
-    /// `Σ_b off[b] · sx[b]` over `nb` blocks, 16 at a time.
-    #[inline(always)]
-    unsafe fn offsets_dot(off: *const f32, sx: *const f32, nb: usize) -> f32 {
-        // SAFETY: the caller's `off` and `sx` hold `nb` values.
-        unsafe {
-            let mut a = _mm512_setzero_ps();
-            let mut b = 0;
-            while b + 16 <= nb {
-                a = _mm512_fmadd_ps(_mm512_loadu_ps(off.add(b)), _mm512_loadu_ps(sx.add(b)), a);
-                b += 16;
-            }
-            if b < nb {
-                let mask: __mmask16 = (1u16 << (nb - b)) - 1;
-                a = _mm512_fmadd_ps(
-                    _mm512_maskz_loadu_ps(mask, off.add(b)),
-                    _mm512_maskz_loadu_ps(mask, sx.add(b)),
-                    a,
-                );
-            }
-            _mm512_reduce_add_ps(a)
         }
     }
 }
@@ -641,8 +525,7 @@ mod tests {
     #[test]
     fn products_from_blocks_match_the_dequantised_product() {
         for format in FORMATS {
-            // 2, 18 and 48 blocks per row: the offsets' 16-block steps with and without a tail
-            for (n, k) in [(13, 64), (1000, 576), (37, 1536)] {
+            for (n, k) in [(13, 64), (1000, 576)] {
                 let w = random_matrix(format, n, k, 7);
                 let dense = w.dequantize();
                 for m in 1..=8 {
@@ -665,32 +548,6 @@ mod tests {
         }
     }
 
-    /// The split layout holds exactly the file's values, and gives the file's bytes back.
-    #[test]
-    fn the_kept_blocks_are_the_files_values_and_bytes() {
-        for format in FORMATS {
-            let w = random_matrix(format, 7, 96, 21);
-            let data = w.to_blocks();
-            assert_eq!(
-                QuantMatrix::new(format, 7, 96, data.clone()).expect("whole blocks"),
-                w
-            );
-            let mut want = vec![0f32; 7 * 96];
-            for (o, b) in want
-                .chunks_exact_mut(BLOCK_VALUES)
-                .zip(data.chunks_exact(format.block_bytes()))
-            {
-                dequantize_block(format, b, o);
-            }
-            // equal as numbers (Q4_0's d · 8 − 8d is +0 where ggml's d · 0 may be −0)
-            let got = w.dequantize();
-            assert!(
-                got.iter().zip(&want).all(|(a, b)| a == b),
-                "{format:?}: dequantised values differ from ggml's"
-            );
-        }
-    }
-
     #[test]
     fn the_scalar_loop_computes_the_same_products() {
         let (n, k, m) = (40, 96, 3);
@@ -699,7 +556,7 @@ mod tests {
             let x = random_x(m, k, 5);
             let y = w.matmul_rows(&x, m).expect("shapes");
             let mut yt = vec![0f32; n * m];
-            w.scalar_rows(&x, m, 0, &mut yt);
+            scalar_rows(format, &x, m, k, w.data(), n, &mut yt);
             for j in 0..n {
                 for r in 0..m {
                     let (a, b) = (y[r * n + j], yt[j * m + r]);
