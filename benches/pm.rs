@@ -10,6 +10,9 @@
 //! - `pm_train_step/4pairs`: forward + backward of the Bradley–Terry loss on 4 comparisons
 //!   (8 sequences of 128 tokens); the optimizer step is not included.
 //!
+//! Every bench sets the allocator and runs its iterations on rayon's pool, as the `rlaif`
+//! command does ([`rlaif_kernels::tune_allocator`], [`rlaif_kernels::on_pool`]).
+//!
 //! Run: `cargo bench --bench pm`; the numbers of this machine are in `docs/benchmarks.md`.
 //! Work per pair: the decoder's ≈ 106 M non-embedding parameters cost 2 · 106 M FLOPs per
 //! token, so a pair of 2 × 128 tokens is ≈ 54 GFLOP forward (plus attention, ≈ 2 %); the
@@ -31,6 +34,7 @@ const LEN: usize = 128;
 const SEED: u64 = 0x2545f4914f6cdd1d;
 
 fn bench_forward(c: &mut Criterion) {
+    rlaif_kernels::tune_allocator();
     let device = Device::default();
     let lm = LanguageModel::load_default(&device).expect("default model");
     let seqs = common::random_ids(SEED, 16, LEN, lm.config.vocab_size);
@@ -39,7 +43,7 @@ fn bench_forward(c: &mut Criterion) {
     g.throughput(Throughput::Elements(8));
     let (tokens, real) = score::pad_right(&seqs, 0, &device);
     g.bench_function("lm_forward/8pairs", |b| {
-        b.iter(|| {
+        common::iter_on_pool(b, || {
             score::token_logprobs(&lm.model, tokens.clone(), &real)
                 .expect("16 × 128 tokens")
                 .into_data()
@@ -48,12 +52,13 @@ fn bench_forward(c: &mut Criterion) {
     let mut pm = PreferenceModel::from_lm(lm, HeadInit::default()).expect("a scalar head");
     pm.batch_size = 16;
     g.bench_function("pm_forward/8pairs", |b| {
-        b.iter(|| pm.score_tokens(&seqs).expect("16 × 128 tokens"))
+        common::iter_on_pool(b, || pm.score_tokens(&seqs).expect("16 × 128 tokens"))
     });
     g.finish();
 }
 
 fn bench_train_step(c: &mut Criterion) {
+    rlaif_kernels::tune_allocator();
     let device = Device::default().autodiff();
     let lm = LanguageModel::load_default(&device).expect("default model");
     let seqs = common::random_ids(SEED, 8, LEN, lm.config.vocab_size);
@@ -67,7 +72,7 @@ fn bench_train_step(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(60));
     g.throughput(Throughput::Elements(4));
     g.bench_function("pm_train_step/4pairs", |b| {
-        b.iter(|| {
+        common::iter_on_pool(b, || {
             let r = net.rewards(tokens.clone(), &real).expect("8 × 128 tokens");
             let a = r.clone().slice(0..4);
             let bb = r.slice(4..8);

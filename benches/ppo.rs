@@ -22,6 +22,9 @@
 //! 4 × ≈ 62 tokens (≈ 3 × 2 × 53 GFLOP + 3 × 7 GFLOP). The measured numbers are in
 //! `docs/benchmarks.md`.
 //!
+//! Every bench sets the allocator and runs its iterations on rayon's pool, as the `rlaif`
+//! command does ([`rlaif_kernels::tune_allocator`], [`rlaif_kernels::on_pool`]).
+//!
 //! Run: `cargo bench --bench ppo`.
 
 use burn::prelude::*;
@@ -33,6 +36,8 @@ use rlaif_ppo::loss::{BatchTargets, ppo_loss};
 use rlaif_ppo::rollout::{Critic, Layout, policy_logprobs};
 use rlaif_ppo::{PpoConfig, chat_prompt};
 use std::time::Duration;
+
+mod common;
 
 const NEW: usize = 32;
 
@@ -67,6 +72,7 @@ fn sampling() -> SamplingParams {
 }
 
 fn bench_iteration(c: &mut Criterion) {
+    rlaif_kernels::tune_allocator();
     let device = Device::default();
     let lm = LanguageModel::load_default(&device).expect("default model");
     let (prompt_objs, prompt_ids) = prompts(&lm);
@@ -75,7 +81,7 @@ fn bench_iteration(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(40));
     g.throughput(Throughput::Elements((8 * NEW) as u64));
     g.bench_function("generation/8x32", |b| {
-        b.iter(|| {
+        common::iter_on_pool(b, || {
             rlaif_lm::generate::generate(&lm.model, &lm.tokenizer, &prompt_ids, &sampling())
                 .expect("generates")
         })
@@ -103,7 +109,7 @@ fn bench_iteration(c: &mut Criterion) {
         .zip(completions.iter().map(|c| c.text.clone()))
         .collect();
     g.bench_function("scoring/8x32", |b| {
-        b.iter(|| {
+        common::iter_on_pool(b, || {
             let (tokens, real, _) = layout.batch(&all, &device);
             let (lp, _) =
                 policy_logprobs(&lm.model, tokens.clone(), &real, p, r, 0.7).expect("policy");
@@ -129,7 +135,7 @@ fn bench_iteration(c: &mut Criterion) {
         mask,
     };
     g.bench_function("update/4x32", |b| {
-        b.iter(|| {
+        common::iter_on_pool(b, || {
             let (logp, ent) =
                 policy_logprobs(&policy, tokens.clone(), &real, p, r, 0.7).expect("policy");
             let values = critic.values(&policy, tokens.clone(), &real, p, r);
