@@ -109,13 +109,11 @@ fn bench_train_step(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(60));
     g.throughput(Throughput::Elements((b * t) as u64));
     g.bench_function("4x256", |bench| {
-        bench.iter(|| {
-            rlaif_kernels::on_pool(|| {
-                let loss = -score::token_logprobs(&lm.model, tokens.clone(), &real)
-                    .expect("a 4 × 256 batch")
-                    .mean();
-                loss.backward()
-            })
+        common::iter_on_pool(bench, || {
+            let loss = -score::token_logprobs(&lm.model, tokens.clone(), &real)
+                .expect("a 4 × 256 batch")
+                .mean();
+            loss.backward()
         })
     });
     g.finish();

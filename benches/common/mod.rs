@@ -2,7 +2,7 @@
 
 /// `rows` sequences of `len` deterministic pseudo-random token ids (an LCG started at
 /// `seed`), away from the first 100 ids, where the special tokens are.
-#[allow(dead_code)] // not every bench uses it
+#[allow(dead_code)] // the ppo bench builds its prompts from text
 pub fn random_ids(seed: u64, rows: usize, len: usize, vocab: usize) -> Vec<Vec<u32>> {
     let mut x = seed;
     (0..rows)
@@ -21,7 +21,6 @@ pub fn random_ids(seed: u64, rows: usize, len: usize, vocab: usize) -> Vec<Vec<u
 
 /// `b.iter(work)` with each iteration on rayon's pool, as the `rlaif` command runs
 /// ([`rlaif_kernels::on_pool`]).
-#[allow(dead_code)] // not every bench uses it
 pub fn iter_on_pool<R: Send>(b: &mut criterion::Bencher<'_>, work: impl Fn() -> R + Sync) {
     b.iter(|| rlaif_kernels::on_pool(&work))
 }

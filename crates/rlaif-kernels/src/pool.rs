@@ -7,7 +7,7 @@
 //! with their context switches, per op. A decoding step of SmolLM2-135M is about 300 ops of
 //! tens of microseconds each, so on 2 cores this hand-off was about 30 % of the step in
 //! perf (the scheduler's `finish_task_switch`, `_raw_spin_unlock_irqrestore`,
-//! `sched_yield`), and the 3 threads (main plus two workers) contended for 2 cores.
+//! `sched_yield`).
 //!
 //! [`on_pool`] runs a closure on one of the pool's workers (rayon's `scope`). Every op it
 //! issues then splits with `join`: the calling worker runs its own half at once and the
@@ -17,11 +17,9 @@
 //! greedy decoding at batch 1 40.1 → 48.7 tokens/s, from the GGUF's blocks 61.1 → 76.9
 //! (docs/benchmarks.md).
 //!
-//! [`rlaif_lm`'s `generate`], the `rlaif` command and the examples run on the pool; a
+//! `rlaif_lm::generate::generate`, the `rlaif` command and the examples run on the pool; a
 //! program that drives the library crates from its own `main` wraps its work in
 //! [`on_pool`] as well. A call from inside the pool runs the closure in place.
-//!
-//! [`rlaif_lm`'s `generate`]: https://docs.rs/rlaif-lm
 
 /// Runs `work` on a worker of rayon's global pool and returns its result; the calling
 /// thread waits. From a thread of the pool, `work` runs in place.
