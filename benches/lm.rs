@@ -7,7 +7,8 @@
 //! - `generate/batch1_gguf_blocks`, `generate/batch8_gguf_blocks`: as `batch1` / `batch8`
 //!   with the model loaded by `LanguageModel::load_for_inference`, whose decoding products
 //!   read the GGUF's Q4_1 / Q8_0 blocks (97 MB per step instead of 540 MB) — llama.cpp's
-//!   setting.
+//!   setting. `generate/batch1_gguf_blocks_first_token`: the same prompt and one new token,
+//!   so that the 31 decoding steps after it can be timed apart (the difference).
 //! - `prefill/1024`: one 1024-token prompt through the model into the KV cache and the first
 //!   new token (`generate` with one new token), throughput in prompt tokens/s: the critique
 //!   and revision prompts with their few-shot exemplars are this long.
@@ -77,6 +78,17 @@ fn bench_generate(c: &mut Criterion) {
             b.iter(|| rlaif_lm::generate::generate(&q.model, &q.tokenizer, &p, &params).unwrap())
         });
     }
+    // the prompt and the first new token alone: what `batch1_gguf_blocks` spends before its
+    // 31 decoding steps (llama.cpp's script reports its decoding steps apart)
+    let p = common::random_ids(SEED, 1, PROMPT, lm.config.vocab_size);
+    let first = SamplingParams {
+        max_new_tokens: 1,
+        ..params.clone()
+    };
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("batch1_gguf_blocks_first_token", |b| {
+        b.iter(|| rlaif_lm::generate::generate(&q.model, &q.tokenizer, &p, &first).unwrap())
+    });
     g.finish();
 }
 
