@@ -30,6 +30,52 @@ pub struct AdamWStep {
     pub time: usize,
 }
 
+/// The scalars of one step in float32, computed as Burn's `AdamW` computes them (what the
+/// fused kernel of [`RlKernels::adamw`](crate::RlKernels::adamw) takes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWScalars {
+    /// β₁.
+    pub beta1: f32,
+    /// β₂.
+    pub beta2: f32,
+    /// The bias correction `1 − β₁^t`.
+    pub bc1: f32,
+    /// The bias correction `1 − β₂^t`.
+    pub bc2: f32,
+    /// ε.
+    pub epsilon: f32,
+    /// The learning rate.
+    pub lr: f32,
+    /// `1 − lr · weight_decay` (1 without decay: `θ · 1` is `θ`, bit for bit).
+    pub keep: f32,
+}
+
+impl AdamWScalars {
+    /// The scalars of the step `h`.
+    pub fn of(h: &AdamWStep) -> Self {
+        let t = h.time as i32;
+        Self {
+            beta1: h.beta1,
+            beta2: h.beta2,
+            bc1: 1.0 - h.beta1.powi(t),
+            bc2: 1.0 - h.beta2.powi(t),
+            epsilon: h.epsilon,
+            lr: h.lr as f32,
+            keep: (1.0 - h.lr * h.weight_decay as f64) as f32,
+        }
+    }
+
+    /// `1 − β₁`, the weight of the gradient in `m`.
+    pub fn c1(&self) -> f32 {
+        1.0 - self.beta1
+    }
+
+    /// `1 − β₂`, the weight of the squared gradient in `v`.
+    pub fn c2(&self) -> f32 {
+        1.0 - self.beta2
+    }
+}
+
 /// A parameter after one step, and its moments.
 #[derive(Debug, Clone)]
 pub struct AdamWOutput<const D: usize> {
@@ -88,7 +134,7 @@ pub fn adamw_step<const D: usize>(
         grad.reshape([n]),
         m.reshape([n]),
         v.reshape([n]),
-        scalars(h),
+        AdamWScalars::of(h),
         fresh,
     );
     let part = |i: usize| packed.clone().slice(i * n..(i + 1) * n).reshape(dims);
@@ -99,21 +145,6 @@ pub fn adamw_step<const D: usize>(
     })
 }
 
-/// The step's scalars in float32, computed as Burn's `AdamW` computes them:
-/// `[β₁, β₂, 1 − β₁^t, 1 − β₂^t, ε, lr, 1 − lr · λ]`.
-pub(crate) fn scalars(h: &AdamWStep) -> [f32; 7] {
-    let t = h.time as i32;
-    [
-        h.beta1,
-        h.beta2,
-        1.0 - h.beta1.powi(t),
-        1.0 - h.beta2.powi(t),
-        h.epsilon,
-        h.lr as f32,
-        (1.0 - h.lr * h.weight_decay as f64) as f32,
-    ]
-}
-
 /// [`adamw_step`]'s default body in Burn tensor ops, on every backend (Burn's `AdamW`,
 /// operation for operation).
 pub fn adamw_step_default<const D: usize>(
@@ -122,8 +153,9 @@ pub fn adamw_step_default<const D: usize>(
     moments: Option<(Tensor<D>, Tensor<D>)>,
     h: &AdamWStep,
 ) -> AdamWOutput<D> {
-    let [beta1, beta2, bc1, bc2, epsilon, _, _] = scalars(h);
-    let (c1, c2) = (1.0 - beta1, 1.0 - beta2);
+    let s = AdamWScalars::of(h);
+    let (beta1, beta2, bc1, bc2, epsilon) = (s.beta1, s.beta2, s.bc1, s.bc2, s.epsilon);
+    let (c1, c2) = (s.c1(), s.c2());
     let (m, v) = match moments {
         Some((m, v)) => (
             m.mul_scalar(beta1).add(grad.clone().mul_scalar(c1)),

@@ -34,6 +34,7 @@
 // without a backend feature the generated dispatch methods have no arm that reads their scalars
 #![cfg_attr(not(feature = "flex"), allow(unused_variables))]
 
+use crate::adamw::AdamWScalars;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -135,22 +136,15 @@ pub trait RlKernels: Backend {
     ) -> FloatTensor<Self>;
 
     /// One AdamW step over `[N]` float32 tensors: the parameter, its gradient and the two
-    /// moments (ignored when `fresh`, the first step, whose moments are zero). The scalars
-    /// are `β₁, β₂, 1 − β₁^t, 1 − β₂^t, ε, lr, 1 − lr · λ` (see [`crate::adamw_step`]);
-    /// returns `[3, N]`: the parameter, `m` and `v` after the step. Not differentiable.
-    #[allow(clippy::too_many_arguments)]
+    /// moments (ignored when `fresh`, the first step, whose moments are zero), with the
+    /// step's scalars (see [`crate::adamw_step`]); returns `[3, N]`: the parameter, `m` and
+    /// `v` after the step. Not differentiable.
     fn adamw(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         moment_1: FloatTensor<Self>,
         moment_2: FloatTensor<Self>,
-        beta1: f32,
-        beta2: f32,
-        bias_correction1: f32,
-        bias_correction2: f32,
-        epsilon: f32,
-        lr: f32,
-        keep: f32,
+        scalars: AdamWScalars,
         fresh: bool,
     ) -> FloatTensor<Self>;
 }
@@ -250,7 +244,7 @@ pub(crate) fn dispatch_adamw(
     grad: Tensor<1>,
     moment_1: Tensor<1>,
     moment_2: Tensor<1>,
-    s: [f32; 7],
+    scalars: AdamWScalars,
     fresh: bool,
 ) -> Tensor<1> {
     let n = param.dims()[0];
@@ -259,13 +253,7 @@ pub(crate) fn dispatch_adamw(
         grad.into_dispatch(),
         moment_1.into_dispatch(),
         moment_2.into_dispatch(),
-        s[0],
-        s[1],
-        s[2],
-        s[3],
-        s[4],
-        s[5],
-        s[6],
+        scalars,
         fresh,
     ));
     packed.reshape([3 * n])
@@ -497,13 +485,7 @@ impl<B: Backend + RlKernels, C: CheckpointStrategy> RlKernels for Autodiff<B, C>
         grad: FloatTensor<Self>,
         moment_1: FloatTensor<Self>,
         moment_2: FloatTensor<Self>,
-        beta1: f32,
-        beta2: f32,
-        bias_correction1: f32,
-        bias_correction2: f32,
-        epsilon: f32,
-        lr: f32,
-        keep: f32,
+        scalars: AdamWScalars,
         fresh: bool,
     ) -> FloatTensor<Self> {
         <FloatTensor<Self>>::new(B::adamw(
@@ -511,13 +493,7 @@ impl<B: Backend + RlKernels, C: CheckpointStrategy> RlKernels for Autodiff<B, C>
             grad.into_primitive(),
             moment_1.into_primitive(),
             moment_2.into_primitive(),
-            beta1,
-            beta2,
-            bias_correction1,
-            bias_correction2,
-            epsilon,
-            lr,
-            keep,
+            scalars,
             fresh,
         ))
     }

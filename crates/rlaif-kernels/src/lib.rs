@@ -96,7 +96,7 @@ pub mod probe {
     }
 }
 
-pub use adamw::{AdamWOutput, AdamWStep, adamw_step, adamw_step_default};
+pub use adamw::{AdamWOutput, AdamWScalars, AdamWStep, adamw_step, adamw_step_default};
 pub use allocator::tune_allocator;
 pub use attention::{FUSED_MIN_ROWS, attention, attention_default};
 pub use error::{KernelError, Result};

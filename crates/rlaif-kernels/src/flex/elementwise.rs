@@ -7,6 +7,7 @@
 //! the vectorised exponential of [`crate::simd`], split across rayon tasks of a fixed size so
 //! that the results do not depend on the number of threads.
 
+use crate::adamw::AdamWScalars;
 use crate::simd::{Isa, LANES, fast_exp, fmadd, isa};
 use rayon::prelude::*;
 
@@ -294,23 +295,6 @@ pub(crate) fn agree_across_instruction_sets(x: &[f32], w: &[f32], eps: f32) -> b
     ok_norm && close(&c, &e)
 }
 
-/// The scalars of one AdamW step, as float32 (see [`adamw`]).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct AdamWScalars {
-    pub beta1: f32,
-    pub beta2: f32,
-    /// `1 − β₁`, `1 − β₂`.
-    pub c1: f32,
-    pub c2: f32,
-    /// The bias corrections `1 − β₁^t`, `1 − β₂^t`.
-    pub bc1: f32,
-    pub bc2: f32,
-    pub epsilon: f32,
-    pub lr: f32,
-    /// `1 − lr · weight_decay` (1 without decay: `θ · 1` is `θ`, bit for bit).
-    pub keep: f32,
-}
-
 /// One AdamW step over a chunk; `m` and `v` are `None` on the first step (zero moments).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -329,18 +313,19 @@ fn adamw_impl<const FMA: bool>(
     let (m_out, v_out) = (&mut m_out[..n], &mut v_out[..n]);
     // Burn's AdamW, operation for operation (no fused multiply-adds), so that the
     // results are the same bits
+    let (c1, c2) = (s.c1(), s.c2());
     match (m, v) {
         (Some(m), Some(v)) => {
             let (m, v) = (&m[..n], &v[..n]);
             for i in 0..n {
-                m_out[i] = m[i] * s.beta1 + g[i] * s.c1;
-                v_out[i] = v[i] * s.beta2 + g[i] * g[i] * s.c2;
+                m_out[i] = m[i] * s.beta1 + g[i] * c1;
+                v_out[i] = v[i] * s.beta2 + g[i] * g[i] * c2;
             }
         }
         _ => {
             for i in 0..n {
-                m_out[i] = g[i] * s.c1;
-                v_out[i] = g[i] * g[i] * s.c2;
+                m_out[i] = g[i] * c1;
+                v_out[i] = g[i] * g[i] * c2;
             }
         }
     }

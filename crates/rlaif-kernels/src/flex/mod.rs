@@ -18,6 +18,7 @@ mod huge_page_buffer;
 mod small_m;
 mod token_stats;
 
+use crate::adamw::AdamWScalars;
 use crate::extension::RlKernels;
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
@@ -272,27 +273,15 @@ impl RlKernels for Flex {
         grad: FlexTensor,
         moment_1: FlexTensor,
         moment_2: FlexTensor,
-        beta1: f32,
-        beta2: f32,
-        bias_correction1: f32,
-        bias_correction2: f32,
-        epsilon: f32,
-        lr: f32,
-        keep: f32,
+        scalars: AdamWScalars,
         fresh: bool,
     ) -> FlexTensor {
-        let s = elementwise::AdamWScalars {
-            beta1,
-            beta2,
-            c1: 1.0 - beta1,
-            c2: 1.0 - beta2,
-            bc1: bias_correction1,
-            bc2: bias_correction2,
-            epsilon,
-            lr,
-            keep,
-        };
-        adamw_flex(param, grad, (!fresh).then_some((moment_1, moment_2)), s)
+        adamw_flex(
+            param,
+            grad,
+            (!fresh).then_some((moment_1, moment_2)),
+            scalars,
+        )
     }
 }
 
@@ -301,7 +290,7 @@ fn adamw_flex(
     param: FlexTensor,
     grad: FlexTensor,
     moments: Option<(FlexTensor, FlexTensor)>,
-    s: elementwise::AdamWScalars,
+    s: AdamWScalars,
 ) -> FlexTensor {
     count(Kernel::AdamW);
     let (param, grad) = (contiguous(param), contiguous(grad));
