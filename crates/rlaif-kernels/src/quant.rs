@@ -16,13 +16,22 @@
 //! from the file holds in f32, so a product over the blocks computes the same function as
 //! the f32 product; only the rounding of the sums differs (the sums run in another order).
 //!
-//! A decoding step is bound by reading the weights: SmolLM2-135M reads 540 MB per step in
-//! f32, 97 MB as its GGUF's Q4_1 (and Q8_0 embedding) blocks. [`QuantMatrix::matmul_rows`]
-//! reads each block once for all `M ≤ 8` rows of `x`: with AVX-512 a block becomes two
-//! vectors of 16 floats in registers (one widening load, one convert, one multiply-add for
-//! the scales) and is multiplied into `M` accumulators; the outputs are split into ranges
-//! across rayon's threads. Each output is summed block after block in the same order
-//! whatever the number of threads. Elsewhere a scalar loop computes the same products.
+//! A decoding step reads every weight once: SmolLM2-135M reads 540 MB per step in f32, 97 MB
+//! as its GGUF's Q4_1 (and Q8_0 embedding) blocks. [`QuantMatrix::matmul_rows`] reads each
+//! block once for all `M ≤ 8` rows of `x` and multiplies it into `M` accumulators; the
+//! outputs are split into ranges across rayon's threads ([`matmul_rows_many`] splits the
+//! outputs of several weights with the same input together). Each output is summed block
+//! after block in the same order whatever the number of threads. Elsewhere a scalar loop
+//! computes the same products.
+//!
+//! With AVX-512 a block becomes two vectors of 16 floats in registers. A 4-bit block takes one
+//! multiply-add to make its 16 possible values (`d · q + m` for `q = 0..15`, the same
+//! operation and rounding as dequantising element by element), one widening shuffle of its 16
+//! bytes, a shift, and two table lookups (`vpermps`, which reads only the low four bits of
+//! each index); a Q8_0 block is widened, converted and scaled. On this project's 2-core AMD
+//! EPYC machine the kernel is bound by these instructions rather than by memory: the 97 MB of
+//! a step stream through it at ≈ 13–19 GB/s on two threads while a plain read of them runs
+//! at 33–45 GB/s (`docs/benchmarks.md`).
 
 use crate::error::{Result, check_arg, check_shape};
 use half::f16;
@@ -175,56 +184,108 @@ impl QuantMatrix {
     /// [`ShapeMismatch`](crate::KernelError::ShapeMismatch) when `x` is not `m · K` values;
     /// [`InvalidArgument`](crate::KernelError::InvalidArgument) when `m` is 0 or above 8.
     pub fn matmul_rows(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
-        const OP: &str = "QuantMatrix::matmul_rows";
-        check_arg(OP, (1..=crate::SMALL_M_MAX_ROWS).contains(&m), || {
-            format!("takes 1 to {} rows, not {m}", crate::SMALL_M_MAX_ROWS)
-        })?;
-        check_shape(OP, "x", &[x.len()], &[m * self.cols])?;
-        let (n, k) = (self.rows, self.cols);
-        // Computed as yᵀ [N, m], one output's m values together, then transposed.
-        let mut yt = vec![0f32; n * m];
-        let simd = kernel_available();
-        let run = |n0: usize, out: &mut [f32]| {
-            let count = out.len() / m;
-            let rows = &self.data[n0 * self.row_bytes()..(n0 + count) * self.row_bytes()];
-            if simd {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX-512F and F16C are present (`kernel_available`); `rows` holds
-                // `count` rows of `k / 32` blocks, `x` is [m, k], `out` is [count, m].
-                unsafe {
-                    avx512::rows(self.format, x, m, k, rows, count, out)
-                }
-            } else {
-                scalar_rows(self.format, x, m, k, rows, count, out);
-            }
-        };
-        // One task per range of outputs when the weight is large enough to pay for the
-        // hand-off (the same threshold as the f32 small-row kernel: 1 MiB of f32 weights).
-        let chunk = if n * k < 1 << 18 {
-            n.max(1)
-        } else {
-            let tasks = rayon::current_num_threads().max(1);
-            n.div_ceil(tasks).next_multiple_of(8).max(8)
-        };
-        yt.par_chunks_mut(chunk * m)
-            .enumerate()
-            .for_each(|(i, out)| run(i * chunk, out));
-        if m == 1 {
-            return Ok(yt);
-        }
-        let mut y = vec![0f32; m * n];
-        for (j, v) in yt.chunks_exact(m).enumerate() {
-            for (r, &val) in v.iter().enumerate() {
-                y[r * n + j] = val;
-            }
-        }
-        Ok(y)
+        let mut ys = matmul_rows_many(&[self], x, m)?;
+        Ok(ys.pop().expect("one matrix, one product"))
     }
 
     /// Bytes of one row (one output).
     fn row_bytes(&self) -> usize {
         self.cols / BLOCK_VALUES * self.format.block_bytes()
     }
+
+    /// `out [count, m] = x [m, K] · (rows n0 .. n0 + count of W)ᵀ`.
+    fn rows_into(&self, x: &[f32], m: usize, n0: usize, out: &mut [f32]) {
+        let count = out.len() / m;
+        let rows = &self.data[n0 * self.row_bytes()..(n0 + count) * self.row_bytes()];
+        if kernel_available() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512F and F16C are present (`kernel_available`); `rows` holds
+            // `count` rows of `K / 32` blocks, `x` is [m, K], `out` is [count, m].
+            unsafe {
+                avx512::rows(self.format, x, m, self.cols, rows, count, out)
+            }
+        } else {
+            scalar_rows(self.format, x, m, self.cols, rows, count, out);
+        }
+    }
+}
+
+/// `y_i = x · W_iᵀ` for several weights with the same inputs `K` (a layer's q, k and v
+/// projections; its gate and up projections) in one parallel pass: `x: [m, K]` row-major,
+/// `1 ≤ m ≤` [`SMALL_M_MAX_ROWS`](crate::SMALL_M_MAX_ROWS); returns one `[m, N_i]` per weight.
+///
+/// The outputs of all the weights are split into ranges across rayon's threads together, so
+/// a decoding step hands work to the other threads once per group instead of once per
+/// weight. Each output is computed exactly as by [`QuantMatrix::matmul_rows`] (its blocks in
+/// order, whatever the split), so the results are the same bits.
+///
+/// # Errors
+/// [`InvalidArgument`](crate::KernelError::InvalidArgument) when `mats` is empty, `m` is 0 or
+/// above 8, or the weights do not all have `K` inputs;
+/// [`ShapeMismatch`](crate::KernelError::ShapeMismatch) when `x` is not `m · K` values.
+pub fn matmul_rows_many(mats: &[&QuantMatrix], x: &[f32], m: usize) -> Result<Vec<Vec<f32>>> {
+    const OP: &str = "quant::matmul_rows_many";
+    check_arg(OP, !mats.is_empty(), || "takes at least one matrix".into())?;
+    check_arg(OP, (1..=crate::SMALL_M_MAX_ROWS).contains(&m), || {
+        format!("takes 1 to {} rows, not {m}", crate::SMALL_M_MAX_ROWS)
+    })?;
+    let k = mats[0].cols;
+    check_arg(OP, mats.iter().all(|w| w.cols == k), || {
+        let cols: Vec<usize> = mats.iter().map(|w| w.cols).collect();
+        format!("the matrices share their inputs, but have {cols:?} columns")
+    })?;
+    check_shape(OP, "x", &[x.len()], &[m * k])?;
+    // Computed as yᵀ [ΣN, m] (the weights' outputs one after another, one output's m values
+    // together), then split and transposed.
+    let total: usize = mats.iter().map(|w| w.rows).sum();
+    let mut yt = vec![0f32; total * m];
+    // One task per range of outputs when the weights are large enough to pay for the
+    // hand-off (the same threshold as the f32 small-row kernel: 1 MiB of f32 weights); ranges
+    // of a multiple of 8 outputs (the kernel's tile), which may span two weights.
+    let chunk = if total * k < 1 << 18 {
+        total.max(1)
+    } else {
+        let tasks = rayon::current_num_threads().max(1);
+        total.div_ceil(tasks).next_multiple_of(8).max(8)
+    };
+    let starts: Vec<usize> = mats
+        .iter()
+        .scan(0, |acc, w| {
+            let s = *acc;
+            *acc += w.rows;
+            Some(s)
+        })
+        .collect();
+    yt.par_chunks_mut(chunk * m)
+        .enumerate()
+        .for_each(|(i, out)| {
+            // the outputs g0 .. g0 + len of the concatenation, weight by weight
+            let (g0, len) = (i * chunk, out.len() / m);
+            for (w, &s) in mats.iter().zip(&starts) {
+                let (lo, hi) = (g0.max(s), (g0 + len).min(s + w.rows));
+                if lo < hi {
+                    w.rows_into(x, m, lo - s, &mut out[(lo - g0) * m..(hi - g0) * m]);
+                }
+            }
+        });
+    Ok(mats
+        .iter()
+        .zip(&starts)
+        .map(|(w, &s)| {
+            let part = &yt[s * m..(s + w.rows) * m];
+            if m == 1 {
+                return part.to_vec();
+            }
+            let n = w.rows;
+            let mut y = vec![0f32; m * n];
+            for (j, v) in part.chunks_exact(m).enumerate() {
+                for (r, &val) in v.iter().enumerate() {
+                    y[r * n + j] = val;
+                }
+            }
+            y
+        })
+        .collect())
 }
 
 /// Whether [`QuantMatrix::matmul_rows`] runs its AVX-512 kernel on this CPU (AVX-512F and
@@ -289,18 +350,46 @@ mod avx512 {
         }
     }
 
-    /// The low and high nibbles of 16 bytes as two vectors of 16 floats.
+    /// The two f16 at `p` and `p + 2` (little-endian) as f32, each broadcast to 16 lanes.
     #[inline(always)]
-    unsafe fn nibbles(q: *const u8) -> (__m512, __m512) {
+    unsafe fn f16_pair(p: *const u8) -> (__m512, __m512) {
+        // SAFETY: the caller's block holds four bytes at `p`; F16C is enabled by the caller.
+        unsafe {
+            let both = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
+            (
+                _mm512_broadcastss_ps(both),
+                _mm512_broadcastss_ps(_mm_movehdup_ps(both)),
+            )
+        }
+    }
+
+    /// The 32 values of a 4-bit block whose nibble `q` stands for `table[q]`: elements
+    /// `0..16` (the low nibbles of the 16 bytes at `q`) and `16..32` (the high nibbles).
+    ///
+    /// One widening shuffle puts byte `j` in lane `j`; `vpermps` reads only the low four bits
+    /// of each lane's index, so the low nibbles index the table as they are and the high
+    /// nibbles after a shift, with no masking and no integer-to-float conversion.
+    #[inline(always)]
+    unsafe fn lookup_nibbles(q: *const u8, table: __m512) -> (__m512, __m512) {
         // SAFETY: the caller's block holds 16 bytes at `q`.
         unsafe {
-            let bytes = _mm_loadu_si128(q as *const __m128i);
-            let mask = _mm_set1_epi8(0x0f);
-            let lo = _mm_and_si128(bytes, mask);
-            let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+            let idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(q as *const __m128i));
             (
-                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)),
-                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)),
+                _mm512_permutexvar_ps(idx, table),
+                _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), table),
+            )
+        }
+    }
+
+    /// `0, 1, …, 15`: the nibble values, from which a block's table of 16 values is made
+    /// with one multiply-add.
+    #[inline(always)]
+    unsafe fn nibble_values() -> __m512 {
+        // SAFETY: AVX-512F is enabled by the caller.
+        unsafe {
+            _mm512_setr_ps(
+                0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0,
+                15.0,
             )
         }
     }
@@ -330,10 +419,10 @@ mod avx512 {
         unsafe fn load(b: *const u8) -> (__m512, __m512) {
             // SAFETY: a Q4_0 block is 18 bytes at `b`.
             unsafe {
+                // the table d · (q − 8) for q = 0..15, computed as fma(q, d, −8d)
                 let d = f16_at(b);
-                let (lo, hi) = nibbles(b.add(2));
                 let (dv, off) = (_mm512_set1_ps(d), _mm512_set1_ps(-8.0 * d));
-                (_mm512_fmadd_ps(lo, dv, off), _mm512_fmadd_ps(hi, dv, off))
+                lookup_nibbles(b.add(2), _mm512_fmadd_ps(nibble_values(), dv, off))
             }
         }
     }
@@ -345,9 +434,9 @@ mod avx512 {
         unsafe fn load(b: *const u8) -> (__m512, __m512) {
             // SAFETY: a Q4_1 block is 20 bytes at `b`.
             unsafe {
-                let (d, m) = (_mm512_set1_ps(f16_at(b)), _mm512_set1_ps(f16_at(b.add(2))));
-                let (lo, hi) = nibbles(b.add(4));
-                (_mm512_fmadd_ps(lo, d, m), _mm512_fmadd_ps(hi, d, m))
+                // the table d · q + m for q = 0..15, computed as fma(q, d, m)
+                let (d, m) = f16_pair(b);
+                lookup_nibbles(b.add(4), _mm512_fmadd_ps(nibble_values(), d, m))
             }
         }
     }
@@ -567,6 +656,65 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn one_hot_rows_read_back_each_weight_exactly() {
+        // x = e_i gives y_j = w[j, i] · 1 plus zeros: every value the kernel builds in its
+        // registers must be the value ggml's definition gives (`dequantize_block`), exactly
+        // (compared as floats: a zero weight's sign is lost in the sum either way).
+        for format in FORMATS {
+            let (n, k) = (24, 64);
+            let w = random_matrix(format, n, k, 21);
+            let dense = w.dequantize();
+            for i in [0, 5, 15, 16, 31, 32, 47, 63] {
+                let mut x = vec![0f32; k];
+                x[i] = 1.0;
+                let y = w.matmul_rows(&x, 1).expect("shapes");
+                for j in 0..n {
+                    assert_eq!(y[j], dense[j * k + i], "{format:?} [{j},{i}]");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_group_of_weights_gives_the_bits_of_each_product_alone() {
+        // 300 + 104 + 96 outputs of 576 inputs: enough to split across threads, with ranges
+        // that cross from one weight into the next at 1, 2 and 3 threads
+        let mats = [
+            random_matrix(BlockFormat::Q4_1, 300, 576, 1),
+            random_matrix(BlockFormat::Q8_0, 104, 576, 2),
+            random_matrix(BlockFormat::Q4_0, 96, 576, 3),
+        ];
+        let refs: Vec<&QuantMatrix> = mats.iter().collect();
+        for m in [1, 3, 8] {
+            let x = random_x(m, 576, 4);
+            let alone: Vec<Vec<f32>> = mats
+                .iter()
+                .map(|w| w.matmul_rows(&x, m).expect("shapes"))
+                .collect();
+            for threads in 1..=3 {
+                let group = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("a pool")
+                    .install(|| matmul_rows_many(&refs, &x, m).expect("shapes"));
+                assert_eq!(group, alone, "m = {m}, {threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn a_group_needs_weights_with_the_same_inputs() {
+        let (a, b) = (
+            random_matrix(BlockFormat::Q4_1, 8, 64, 1),
+            random_matrix(BlockFormat::Q4_1, 8, 96, 2),
+        );
+        let err = matmul_rows_many(&[&a, &b], &[0.0; 64], 1).unwrap_err();
+        assert!(err.to_string().contains("[64, 96] columns"), "{err}");
+        let err = matmul_rows_many(&[], &[0.0; 64], 1).unwrap_err();
+        assert!(err.to_string().contains("at least one matrix"), "{err}");
     }
 
     #[test]

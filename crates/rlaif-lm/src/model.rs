@@ -61,14 +61,27 @@ impl Proj {
     /// the product is a decoding step of a frozen weight on flex (see
     /// [`Llama::attach_quantized`]).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let y = match quantized_rows(&x, &self.weight, self.quantized.as_deref()) {
-            Some(y) => y,
-            None => matmul_rows(x, self.weight.val()),
+        let [y] = Self::forward_group([self], x);
+        y
+    }
+
+    /// [`Proj::forward`] of several projections of the same input (a layer's q, k and v; its
+    /// gate and up). Decoding from ggml blocks runs them as one product
+    /// (`rlaif_kernels::quant::matmul_rows_many`: one copy of `x` to the host and one hand-off
+    /// to the threads for the group); every output is the same as from [`Proj::forward`].
+    pub fn forward_group<const N: usize>(projs: [&Proj; N], x: Tensor<3>) -> [Tensor<3>; N] {
+        let ys = match quantized_rows(&x, &projs) {
+            Some(ys) => ys,
+            None => projs.map(|p| matmul_rows(x.clone(), p.weight.val())),
         };
-        match &self.bias {
-            Some(b) => y + b.val().unsqueeze::<3>(),
-            None => y,
-        }
+        let mut ys = ys.into_iter();
+        std::array::from_fn(|i| {
+            let y = ys.next().expect("one product per projection");
+            match &projs[i].bias {
+                Some(b) => y + b.val().unsqueeze::<3>(),
+                None => y,
+            }
+        })
     }
 }
 
@@ -83,33 +96,45 @@ fn matmul_rows(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
         .reshape([b, s, n])
 }
 
-/// `x [B, S, K] · W → [B, S, N]` from `W`'s ggml blocks (`rlaif_kernels::quant`), when
-/// there are blocks, at most eight rows (a decoding step), the flex CPU backend, and the
-/// product is not part of training: neither `x` nor the weight requires a gradient (a frozen
-/// weight cannot be changed by an optimizer, so its blocks still hold its values). `None`
-/// otherwise: the caller runs the f32 product.
-fn quantized_rows(
+/// `x [B, S, K] · W_i → [B, S, N_i]` for each projection, from the ggml blocks
+/// (`rlaif_kernels::quant`) in one product, when every projection has blocks, there are at
+/// most eight rows (a decoding step), the backend is flex, and the products are not part of
+/// training: neither `x` nor a weight requires a gradient (a frozen weight cannot be changed
+/// by an optimizer, so its blocks still hold its values). `None` otherwise: the caller runs
+/// the f32 products.
+fn quantized_rows<const N: usize>(x: &Tensor<3>, projs: &[&Proj; N]) -> Option<[Tensor<3>; N]> {
+    let blocks: Vec<&QuantMatrix> = projs
+        .iter()
+        .map(|p| p.quantized.as_deref())
+        .collect::<Option<_>>()?;
+    quantized_products(x, &projs.map(|p| &p.weight), &blocks)
+}
+
+/// The products of [`quantized_rows`] for weights and their blocks (`blocks[i]` holds
+/// `weights[i]`'s values).
+fn quantized_products<const N: usize>(
     x: &Tensor<3>,
-    weight: &Param<Tensor<2>>,
-    q: Option<&QuantMatrix>,
-) -> Option<Tensor<3>> {
-    let q = q?;
+    weights: &[&Param<Tensor<2>>; N],
+    blocks: &[&QuantMatrix],
+) -> Option<[Tensor<3>; N]> {
     let [b, s, k] = x.dims();
     let device = x.device();
     if b * s > rlaif_kernels::SMALL_M_MAX_ROWS
-        || k != q.cols()
+        || blocks.iter().any(|q| q.cols() != k)
         || x.is_require_grad()
-        || weight.val().is_require_grad()
+        || weights.iter().any(|w| w.val().is_require_grad())
         || !rlaif_kernels::fused_available(&device, x.dtype())
     {
         return None;
     }
     let rows: Vec<f32> = x.clone().into_data().try_into_vec::<f32>().ok()?;
-    let y = q.matmul_rows(&rows, b * s).ok()?;
-    Some(Tensor::from_data(
-        TensorData::new(y, [b, s, q.rows()]),
-        &device,
-    ))
+    let mut ys = rlaif_kernels::quant::matmul_rows_many(blocks, &rows, b * s)
+        .ok()?
+        .into_iter();
+    Some(std::array::from_fn(|i| {
+        let y = ys.next().expect("one product per matrix");
+        Tensor::from_data(TensorData::new(y, [b, s, blocks[i].rows()]), &device)
+    }))
 }
 
 /// Root-mean-square layer norm (Zhang & Sennrich 2019): `x / sqrt(mean(x²) + ε) · w`.
@@ -279,13 +304,10 @@ impl Attention {
         let [b, s, _] = x.dims();
         let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let split = |t: Tensor<3>, heads: usize| t.reshape([b, s, heads, hd]).swap_dims(1, 2);
-        let q = apply_rope(split(self.q_proj.forward(x.clone()), h), &ctx.cos, &ctx.sin);
-        let mut k = apply_rope(
-            split(self.k_proj.forward(x.clone()), kvh),
-            &ctx.cos,
-            &ctx.sin,
-        );
-        let mut v = split(self.v_proj.forward(x), kvh);
+        let [q, k, v] = Proj::forward_group([&self.q_proj, &self.k_proj, &self.v_proj], x);
+        let q = apply_rope(split(q, h), &ctx.cos, &ctx.sin);
+        let mut k = apply_rope(split(k, kvh), &ctx.cos, &ctx.sin);
+        let mut v = split(v, kvh);
         if let Some(slot) = cache {
             if let Some(prev) = slot.take() {
                 k = Tensor::cat(vec![prev.k, k], 2);
@@ -320,9 +342,8 @@ pub struct Mlp {
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         // silu(gate) · up in one pass on flex, with its own backward
-        let gated =
-            rlaif_kernels::swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x))
-                .expect("gate and up have the same shape");
+        let [gate, up] = Proj::forward_group([&self.gate_proj, &self.up_proj], x);
+        let gated = rlaif_kernels::swiglu(gate, up).expect("gate and up have the same shape");
         self.down_proj.forward(gated)
     }
 }
@@ -533,8 +554,9 @@ impl Llama {
     /// Logits `[B, S, V]` from hidden states `[B, S, H]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        match quantized_rows(&hidden, w, self.quantized_head.as_deref()) {
-            Some(y) => y,
+        let head = self.quantized_head.as_deref();
+        match head.and_then(|q| quantized_products(&hidden, &[w], &[q])) {
+            Some([y]) => y,
             None => matmul_rows(hidden, w.val()),
         }
     }
