@@ -5,11 +5,13 @@
 //! key/value head `h / (H / G)`, Hugging Face's `repeat_kv` order), `bias: [B, 1, S, T]`
 //! shared by all heads (0 where a query may attend, `-inf` or `f32::MIN` where it may not: a
 //! causal mask with padding, after `T − S` cached positions). On flex (float32), when
-//! nothing needs a gradient and a key/value group has more than [`FUSED_MIN_ROWS`] query rows
-//! (`S · H / G`: a prefill or a scoring pass, not a decoding step), [`attention`] runs a
-//! kernel that serves all the query heads of a group from one copy of each key tile and skips
-//! the tiles a block of queries cannot see — the upper half of a causal prefill — with
-//! vectorised exponentials; everywhere else it is [`attention_default`], Burn's `attention`.
+//! nothing needs a gradient, [`attention`] runs a kernel that reads keys and values in place
+//! (a KV cache with spare room included) with vectorised exponentials. With more than
+//! [`FUSED_MIN_ROWS`] query rows per key/value group (`S · H / G`: a prefill or a scoring
+//! pass) it serves all the query heads of a group from one copy of each key tile and skips
+//! the tiles a block of queries cannot see — the upper half of a causal prefill; with fewer
+//! (a decoding step) each query head reads the keys and values where they lie, with no copy.
+//! Everywhere else it is [`attention_default`], Burn's `attention`.
 
 use crate::error::{Result, check_arg, check_shape};
 use crate::extension::{dispatch_attention, fused_available};
@@ -19,19 +21,21 @@ use burn::prelude::*;
 use burn::tensor::Shape;
 use burn::tensor::ops::AttentionModuleOptions;
 
-/// Up to this many query rows per key/value group (`S · H / G`) [`attention`] is Burn's: a
-/// decoding step's few rows would not pay for the kernel's copy of each key tile (measured:
-/// `cargo bench --bench kernels -- attention`, `decode_*`).
+/// Up to this many query rows per key/value group (`S · H / G`: a decoding step) the flex
+/// kernel of [`attention`] reads each key and value row in place for one query head at a time;
+/// above it, it copies key tiles once for all the rows of a group (the copy would not pay for
+/// a decoding step's few rows: `cargo bench --bench kernels -- attention`, `decode_*`).
 pub const FUSED_MIN_ROWS: usize = 8;
 
 /// `softmax(q kᵀ / √D + bias) v` for `q: [B, H, S, D]`, `k, v: [B, G, T, D]`,
 /// `bias: [B, 1, S, T]`; returns `[B, H, S, D]`; differentiable.
 ///
-/// On flex (float32), with more than [`FUSED_MIN_ROWS`] query rows per key/value group, this
-/// is the [`RlKernels::grouped_attention`](crate::RlKernels::grouped_attention) kernel when no
-/// input is tracked by autodiff (inference: prefill, scoring with frozen weights), and
-/// [`attention_default`] otherwise. The kernel's results differ from
-/// Burn's by rounding only (online softmax, other summation order; ≈ 1e-6 relative).
+/// On flex (float32) this is the
+/// [`RlKernels::grouped_attention`](crate::RlKernels::grouped_attention) kernel when no input
+/// is tracked by autodiff (inference: prefill, decoding, scoring with frozen weights), and
+/// [`attention_default`] otherwise. The kernel's results differ from Burn's by rounding only
+/// (online softmax, other summation order; ≈ 1e-6 relative). `k` and `v` may be views whose
+/// heads are contiguous rows (a slice of a KV cache along `T`): the kernel reads them in place.
 ///
 /// # Errors
 /// [`KernelError::ShapeMismatch`](crate::KernelError::ShapeMismatch) if the shapes do not
@@ -40,10 +44,8 @@ pub const FUSED_MIN_ROWS: usize = 8;
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Result<Tensor<4>> {
     check_attention(&q, &k, &v, &bias)?;
     let device = q.device();
-    let [_, h, s, _] = q.dims();
-    let rows = s * h / k.dims()[1];
     let f32_everywhere = [&k, &v, &bias].iter().all(|t| t.dtype() == q.dtype());
-    if rows > FUSED_MIN_ROWS && f32_everywhere && fused_available(&device, q.dtype()) {
+    if f32_everywhere && fused_available(&device, q.dtype()) {
         Ok(dispatch_attention(q, k, v, bias))
     } else {
         Ok(attention_default(q, k, v, bias))

@@ -1329,13 +1329,14 @@ fn attn_tensors(c: &AttnCase, device: &Device) -> [Tensor<4>; 4] {
 fn attention_matches_f64_reference_for_prefill_decoding_and_padding() {
     let device = dev();
     // [b, h, g, s, t, d]: a prefill over several query blocks and key tiles (with two rows
-    // left-padded by different amounts), a prefill after a cache, decoding steps (Burn's
-    // attention: too few rows per group), a head width that is padded inside the kernel,
-    // width 128, and plain multi-head attention
+    // left-padded by different amounts), a prefill after a cache, decoding steps (the
+    // kernel's in-place path: at most FUSED_MIN_ROWS rows per group), a head width that is
+    // padded inside the kernel, width 128, and plain multi-head attention
     let cases = [
         ([2, 6, 2, 150, 150, 64], vec![0, 37]),
         ([2, 6, 2, 70, 79, 64], vec![5, 0]),
         ([3, 9, 3, 1, 130, 64], vec![0, 3, 70]),
+        ([2, 9, 3, 2, 300, 64], vec![0, 250]),
         ([1, 4, 2, 33, 40, 8], vec![2]),
         ([2, 2, 1, 5, 70, 128], vec![0, 9]),
         ([1, 2, 2, 9, 9, 24], vec![0]),
@@ -1346,9 +1347,7 @@ fn attention_matches_f64_reference_for_prefill_decoding_and_padding() {
             let [q, k, v, bias] = attn_tensors(&c, &device);
             let before = crate::flex::fused_calls()[4];
             let fused = attention(q.clone(), k.clone(), v.clone(), bias.clone()).unwrap();
-            let rows = dims[3] * dims[1] / dims[2];
-            let kernel = usize::from(rows > FUSED_MIN_ROWS);
-            assert_eq!(crate::flex::fused_calls()[4], before + kernel, "{dims:?}");
+            assert_eq!(crate::flex::fused_calls()[4], before + 1, "{dims:?}");
             let mut c_ref = c;
             if masked == f32::MIN {
                 // the same masking, written as the reference reads it
@@ -1370,6 +1369,32 @@ fn attention_matches_f64_reference_for_prefill_decoding_and_padding() {
                 1e-5,
             );
         }
+    }
+}
+
+#[test]
+fn attention_reads_keys_and_values_from_a_cache_with_spare_room() {
+    // The keys and values as the first t of 100 positions of a larger tensor (a KV cache
+    // with room to grow), sliced along T: the kernel reads the view in place (decoding) or
+    // by tiles (prefill) and must give exactly what it gives on contiguous copies.
+    let device = dev();
+    for (dims, pad) in [
+        ([2, 9, 3, 1, 70, 64], vec![0, 5]),
+        ([1, 9, 3, 2, 33, 64], vec![0]),
+        ([2, 6, 2, 40, 75, 64], vec![3, 0]),
+    ] {
+        let c = attn_case(90, dims, &pad, NEG_INF);
+        let [q, k, v, bias] = attn_tensors(&c, &device);
+        let [b, _, g, _, t, d] = dims;
+        let with_room = |x: Tensor<4>| {
+            Tensor::<4>::zeros([b, g, 100, d], &device)
+                .slice_assign([0..b, 0..g, 0..t, 0..d], x)
+                .slice([0..b, 0..g, 0..t, 0..d])
+        };
+        let want = vec_of(attention(q.clone(), k.clone(), v.clone(), bias.clone()).unwrap());
+        let got = vec_of(attention(q, with_room(k), with_room(v), bias).unwrap());
+        assert_eq!(got, want, "{dims:?}");
+        assert_close(&format!("{dims:?}"), &got, &ref_attention(&c), 2e-5, 1e-5);
     }
 }
 

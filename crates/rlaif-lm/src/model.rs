@@ -222,7 +222,9 @@ fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     x * cos.clone() + Tensor::cat(vec![-x2, x1], 3) * sin.clone()
 }
 
-/// Cached keys and values of one layer, `[B, KVH, T, D]` each (before head repetition).
+/// Cached keys and values of one layer, `[B, KVH, capacity, D]` each (before head
+/// repetition): positions `0..len` of the owning [`KvCache`] hold keys and values, the rest is
+/// room to append into.
 #[derive(Debug, Clone)]
 struct LayerCache {
     /// Keys (already rotated).
@@ -231,26 +233,77 @@ struct LayerCache {
     v: Tensor<4>,
 }
 
+impl LayerCache {
+    /// Writes `k, v [B, KVH, S, D]` at positions `past..past + S` and returns the keys and
+    /// values of positions `0..past + S` (views into the cache). When the cache has no room
+    /// left it grows by a quarter (at least 64 positions), so appending one position per
+    /// decoding step copies it only every so often; otherwise the write is in place on flex,
+    /// whose `slice_assign` reuses a buffer nothing else holds (the views returned by the
+    /// previous call are dropped by then).
+    fn append(
+        slot: &mut Option<LayerCache>,
+        past: usize,
+        k: Tensor<4>,
+        v: Tensor<4>,
+    ) -> (Tensor<4>, Tensor<4>) {
+        let [b, g, s, d] = k.dims();
+        let len = past + s;
+        let mut c = match slot.take() {
+            Some(c) if c.k.dims()[2] >= len => c,
+            prev => {
+                let capacity = (len + (len / 4).max(64)).next_multiple_of(64);
+                let device = k.device();
+                let room = || Tensor::<4>::zeros([b, g, capacity, d], &device);
+                let (mut rk, mut rv) = (room(), room());
+                if let Some(p) = prev.filter(|_| past > 0) {
+                    let kept = [0..b, 0..g, 0..past, 0..d];
+                    rk = rk.slice_assign(kept.clone(), p.k.slice(kept.clone()));
+                    rv = rv.slice_assign(kept.clone(), p.v.slice(kept));
+                }
+                LayerCache { k: rk, v: rv }
+            }
+        };
+        let new = [0..b, 0..g, past..len, 0..d];
+        c.k = c.k.slice_assign(new.clone(), k);
+        c.v = c.v.slice_assign(new, v);
+        let held = [0..b, 0..g, 0..len, 0..d];
+        let views = (c.k.clone().slice(held.clone()), c.v.clone().slice(held));
+        *slot = Some(c);
+        views
+    }
+}
+
 /// The KV cache of all layers: pass the same cache to successive [`Llama::hidden`] calls
 /// to continue sequences without recomputing their past.
+///
+/// Each layer's keys and values live in tensors with room for more positions than they hold;
+/// a forward writes its new positions into that room (in place on flex) and attention reads
+/// the held positions in place, so a decoding step does not copy the cache.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     /// One entry per layer; `None` until the first forward.
     layers: Vec<Option<LayerCache>>,
+    /// Positions held.
+    len: usize,
 }
 
 impl KvCache {
     /// Number of cached positions (0 when empty).
     pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .map_or(0, |c| c.k.dims()[2])
+        self.len
     }
 
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
+    }
+
+    /// Positions the cache holds room for before it must grow (0 when empty).
+    pub fn capacity(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |c| c.k.dims()[2])
     }
 
     /// Keeps only the batch rows in `rows` (in that order); used to drop finished rows or
@@ -294,29 +347,22 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// `x [B, S, H]`; with a cache slot, the new keys/values are appended to it.
+    /// `x [B, S, H]`; with a cache slot and the positions it holds, the new keys/values are
+    /// appended to it.
     fn forward(
         &self,
         x: Tensor<3>,
         ctx: &Context,
-        cache: Option<&mut Option<LayerCache>>,
+        cache: Option<(&mut Option<LayerCache>, usize)>,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let split = |t: Tensor<3>, heads: usize| t.reshape([b, s, heads, hd]).swap_dims(1, 2);
         let [q, k, v] = Proj::forward_group([&self.q_proj, &self.k_proj, &self.v_proj], x);
         let q = apply_rope(split(q, h), &ctx.cos, &ctx.sin);
-        let mut k = apply_rope(split(k, kvh), &ctx.cos, &ctx.sin);
-        let mut v = split(v, kvh);
-        if let Some(slot) = cache {
-            if let Some(prev) = slot.take() {
-                k = Tensor::cat(vec![prev.k, k], 2);
-                v = Tensor::cat(vec![prev.v, v], 2);
-            }
-            *slot = Some(LayerCache {
-                k: k.clone(),
-                v: v.clone(),
-            });
+        let (mut k, mut v) = (apply_rope(split(k, kvh), &ctx.cos, &ctx.sin), split(v, kvh));
+        if let Some((slot, past)) = cache {
+            (k, v) = LayerCache::append(slot, past, k, v);
         }
         // Grouped-query attention (the n_heads / n_kv_heads query heads of a group share its
         // keys and values, never repeated per head); on flex inference with more than eight
@@ -382,7 +428,7 @@ impl Block {
         &self,
         x: Tensor<3>,
         ctx: &Context,
-        cache: Option<&mut Option<LayerCache>>,
+        cache: Option<(&mut Option<LayerCache>, usize)>,
     ) -> Tensor<3> {
         let x = x.clone()
             + self
@@ -535,6 +581,7 @@ impl Llama {
             .select(1, tokens.reshape([b * s]))
             .transpose()
             .reshape([b, s, hdim]);
+        let past = cache.as_deref().map_or(0, KvCache::len);
         if let Some(c) = cache.as_deref_mut() {
             c.layers.resize(self.layers.len(), None);
         }
@@ -545,8 +592,11 @@ impl Llama {
             bias: mask_to_bias(mask),
         };
         for (i, layer) in self.layers.iter().enumerate() {
-            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let slot = cache.as_deref_mut().map(|c| (&mut c.layers[i], past));
             x = layer.forward(x, &ctx, slot);
+        }
+        if let Some(c) = cache {
+            c.len = past + s;
         }
         self.norm.forward(x)
     }
@@ -723,6 +773,58 @@ mod tests {
         };
         let y = model.layers[0].forward(x.clone(), &ctx, None);
         assert_eq!(to_host(y).unwrap(), to_host(x).unwrap());
+    }
+
+    #[test]
+    fn the_cache_grows_by_a_quarter_and_decodes_through_its_growth_as_recomputation_does() {
+        let dev = Device::default();
+        let cfg = LlamaConfig {
+            vocab_size: 64,
+            hidden_size: 16,
+            intermediate_size: 32,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: Some(2),
+            max_position_embeddings: 512,
+            ..LlamaConfig::default()
+        };
+        let model = cfg.init(&dev).unwrap();
+        let ids: Vec<i64> = (0..200).map(|i| (i * 7 + 3) % 64).collect();
+        let tokens = |r: std::ops::Range<usize>| {
+            let n = r.len();
+            Tensor::<2, Int>::from_data(TensorData::new(ids[r].to_vec(), [1, n]), &dev)
+        };
+        let step = |cache: &mut KvCache, r: std::ops::Range<usize>| {
+            let past = cache.len();
+            let pos: Vec<i64> = r.clone().map(|p| p as i64).collect();
+            let n = r.len();
+            let positions = Tensor::<2, Int>::from_data(TensorData::new(pos, [1, n]), &dev);
+            let mask = attention_mask(&[vec![false; past + n]], n, &dev);
+            model.hidden(tokens(r), positions, &mask, Some(cache))
+        };
+        let mut cache = KvCache::default();
+        step(&mut cache, 0..100);
+        // 100 held, room for max(100 / 4, 64) more, rounded up to 64 positions
+        assert_eq!((cache.len(), cache.capacity()), (100, 192));
+        let mut last = None;
+        for p in 100..200 {
+            last = Some(step(&mut cache, p..p + 1));
+            if p + 1 == 192 {
+                assert_eq!(cache.capacity(), 192, "full, not grown yet");
+            }
+        }
+        // grown once, at 193 positions: 193 + 64 rounded up
+        assert_eq!((cache.len(), cache.capacity()), (200, 320));
+        let (positions, mask) = positions_and_mask(&[vec![true; 200]], &dev);
+        let full = model.hidden(tokens(0..200), positions, &mask, None);
+        let want = to_host(full.slice([0..1, 199..200, 0..16])).unwrap();
+        let got = to_host(last.unwrap()).unwrap();
+        let diff = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "cached vs recomputed hidden state: {diff}");
     }
 
     #[test]

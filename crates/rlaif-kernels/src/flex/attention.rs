@@ -2,7 +2,17 @@
 //! key/value group read that group's keys and values in place, and key tiles that the bias
 //! masks for a whole block of queries are skipped (the upper half of a causal prefill).
 //!
-//! Work is split into tasks of one sequence, one key/value group and a block of query
+//! Keys and values are read where they lie: each key/value head is `t` contiguous rows of `d`
+//! at an offset given by a batch and a group stride ([`KvLayout`]), so a KV cache with room
+//! for more positions than it holds is read in place, without being copied to a contiguous
+//! tensor first.
+//!
+//! **Decoding** (at most [`crate::FUSED_MIN_ROWS`] query rows per key/value group: a few new
+//! positions times `H / G` query heads) runs one task per query head: the scores of its rows
+//! against every visible key, read straight from the cache, an exact softmax (maximum, then
+//! exponentials and their sum), and `Σ_j p_j v_j` over the value rows. Nothing is copied.
+//!
+//! **Prefill and scoring** (more rows per group) split the work into tasks of one sequence, one key/value group and a block of query
 //! positions: the `n_rep` query heads of the group at those positions form the block's rows,
 //! so each key tile is read once for all of them. Per tile (64 keys) the kernel
 //!
@@ -34,6 +44,9 @@ const TARGET_ROWS: usize = 64;
 /// Below this many multiply-adds (`b·h·s·t·d`) a call runs on the calling thread: waking the
 /// rayon workers costs more than splitting saves (a decoding step at short context).
 const PARALLEL_WORK: usize = 1 << 21;
+/// The same for a decoding step, whose tasks copy nothing: from a few hundred cached
+/// positions on, splitting the query heads across threads pays.
+const DECODE_PARALLEL_WORK: usize = 1 << 17;
 
 /// The shapes of one call: `q: [b, h, s, d]`, `k, v: [b, g, t, d]`, `bias: [b, 1, s, t]`.
 #[derive(Clone, Copy, Debug)]
@@ -52,11 +65,47 @@ pub(crate) struct Dims {
     pub d: usize,
 }
 
+/// Where the key (or value) rows of each head lie in their buffer: head `gi` of sequence `bi`
+/// is `t` contiguous rows of `d` values from `offset + bi · batch + gi · group`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KvLayout {
+    /// The first value of head 0 of sequence 0.
+    pub offset: usize,
+    /// Values between one sequence's heads and the next's.
+    pub batch: usize,
+    /// Values between one head and the next.
+    pub group: usize,
+}
+
+impl KvLayout {
+    /// A contiguous `[b, g, t, d]` buffer.
+    pub(crate) fn contiguous(dims: Dims) -> Self {
+        Self {
+            offset: 0,
+            batch: dims.g * dims.t * dims.d,
+            group: dims.t * dims.d,
+        }
+    }
+
+    /// The first value of head `gi` of sequence `bi`.
+    fn start(&self, bi: usize, gi: usize) -> usize {
+        self.offset + bi * self.batch + gi * self.group
+    }
+
+    /// Whether every head's `t · d` values lie inside a buffer of `len` values.
+    fn fits(&self, dims: Dims, len: usize) -> bool {
+        dims.b == 0 || dims.g == 0 || self.start(dims.b - 1, dims.g - 1) + dims.t * dims.d <= len
+    }
+}
+
 /// The read-only inputs every task shares.
 struct Inputs<'a> {
     q: &'a [f32],
     k: &'a [f32],
     v: &'a [f32],
+    /// Where the heads of `k` and of `v` lie.
+    k_layout: KvLayout,
+    v_layout: KvLayout,
     bias: &'a [f32],
     /// Per bias row (`b · s` of them), the first and one past the last unmasked key
     /// (`lo ≥ hi` when the row masks every key).
@@ -87,20 +136,33 @@ fn key_range(row: &[f32]) -> (usize, usize) {
     }
 }
 
-/// `softmax(q kᵀ / √d + bias) v` for the shapes of `dims` (row-major, contiguous slices);
-/// returns `[b, h, s, d]`. A query row whose bias masks every key gets zeros.
+/// `softmax(q kᵀ / √d + bias) v` for the shapes of `dims`: `q` and `bias` row-major and
+/// contiguous, `k` and `v` heads of `t` contiguous rows where their layouts say; returns
+/// `[b, h, s, d]`. A query row whose bias masks every key gets zeros.
 ///
 /// # Panics
 /// If a slice does not hold its shape or `h` is not a multiple of `g`.
-pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], bias: &[f32], dims: Dims) -> Vec<f32> {
+pub(crate) fn attention(
+    q: &[f32],
+    (k, k_layout): (&[f32], KvLayout),
+    (v, v_layout): (&[f32], KvLayout),
+    bias: &[f32],
+    dims: Dims,
+) -> Vec<f32> {
     let Dims { b, h, g, s, t, d } = dims;
     assert!(
         g > 0 && h % g == 0,
         "attention: {h} query heads, {g} key/value heads"
     );
     assert_eq!(q.len(), b * h * s * d, "attention: q is not [b, h, s, d]");
-    assert_eq!(k.len(), b * g * t * d, "attention: k is not [b, g, t, d]");
-    assert_eq!(v.len(), k.len(), "attention: v is not [b, g, t, d]");
+    assert!(
+        k_layout.fits(dims, k.len()),
+        "attention: k is not [b, g, t, d]"
+    );
+    assert!(
+        v_layout.fits(dims, v.len()),
+        "attention: v is not [b, g, t, d]"
+    );
     assert_eq!(bias.len(), b * s * t, "attention: bias is not [b, 1, s, t]");
     let mut out = vec![0f32; q.len()];
     if out.is_empty() || t == 0 {
@@ -118,6 +180,8 @@ pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], bias: &[f32], dims: Dim
         q,
         k,
         v,
+        k_layout,
+        v_layout,
         bias,
         ranges: &ranges,
         dims,
@@ -125,8 +189,21 @@ pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], bias: &[f32], dims: Dim
         dp: d.div_ceil(KEY_TILE) * KEY_TILE,
         scale: 1.0 / (d as f32).sqrt(),
     };
-    let blocks = s.div_ceil(block);
     let isa = isa();
+    if n_rep * s <= crate::FUSED_MIN_ROWS {
+        // decoding: one task per query head, [s, d] each, in the order of `out`
+        let task = |task: usize| run_decode(isa, &inputs, task / h, task % h);
+        let results: Vec<Vec<f32>> = if b * h * s * t * d >= DECODE_PARALLEL_WORK {
+            (0..b * h).into_par_iter().map(task).collect()
+        } else {
+            (0..b * h).map(task).collect()
+        };
+        for (o, rows) in out.chunks_exact_mut(s * d).zip(&results) {
+            o.copy_from_slice(rows);
+        }
+        return out;
+    }
+    let blocks = s.div_ceil(block);
     // tasks (sequence, group, query block), each returning its rows [n_rep, len, d]
     let task = |task: usize| {
         let (bg, blk) = (task / blocks, task % blocks);
@@ -201,11 +278,11 @@ fn task_impl<const FMA: bool>(x: &Inputs, bi: usize, gi: usize, blk: usize) -> V
     let mut l = vec![0f32; rows];
     let mut kt = vec![0f32; dp * KEY_TILE]; // keys transposed, [dp, 64]
     let mut vt = vec![0f32; KEY_TILE * dp]; // values, [64, dp]
-    let kv = (bi * g + gi) * t * d;
+    let (kb, vb) = (x.k_layout.start(bi, gi), x.v_layout.start(bi, gi));
     let mut j0 = lo / KEY_TILE * KEY_TILE;
     while j0 < hi {
         let n = KEY_TILE.min(t - j0);
-        let (keys, values) = (&x.k[kv + j0 * d..][..n * d], &x.v[kv + j0 * d..][..n * d]);
+        let (keys, values) = (&x.k[kb + j0 * d..][..n * d], &x.v[vb + j0 * d..][..n * d]);
         for jj in 0..KEY_TILE {
             for c in 0..d {
                 let (kx, vx) = if jj < n {
@@ -257,6 +334,185 @@ fn task_impl<const FMA: bool>(x: &Inputs, bi: usize, gi: usize, blk: usize) -> V
         }
     }
     rows_out
+}
+
+/// One decoding task on the best instruction set of this CPU.
+fn run_decode(isa: Isa, x: &Inputs, bi: usize, hi: usize) -> Vec<f32> {
+    match isa {
+        // SAFETY: the features were detected at run time in `isa()`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { decode_avx512(x, bi, hi) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { decode_avx2(x, bi, hi) },
+        Isa::Baseline => decode_impl::<false>(x, bi, hi),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+fn decode_avx512(x: &Inputs, bi: usize, hi: usize) -> Vec<f32> {
+    // SAFETY: AVX-512F is enabled on this function.
+    match x.dims.d {
+        64 => unsafe { decode_registers::<4>(x, bi, hi) },
+        128 => unsafe { decode_registers::<8>(x, bi, hi) },
+        _ => decode_impl::<true>(x, bi, hi),
+    }
+}
+
+/// [`decode_impl`] for a head width of `16 · V` with the query row and the output row held in
+/// `V` registers each: scores sixteen keys at a time (independent chains), the exponentials
+/// sixteen at a time, and `Σ_j p_j v_j` into two sets of accumulators (even and odd keys).
+///
+/// # Safety
+/// AVX-512F must be available; `x.dims.d == 16 · V`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+unsafe fn decode_registers<const V: usize>(x: &Inputs, bi: usize, hi: usize) -> Vec<f32> {
+    use std::arch::x86_64::*;
+    let Dims { h, g, s, t, d, .. } = x.dims;
+    debug_assert_eq!(d, 16 * V);
+    let gi = hi / (h / g);
+    let (kb, vb) = (x.k_layout.start(bi, gi), x.v_layout.start(bi, gi));
+    let mut out = vec![0f32; s * d];
+    let mut p = vec![f32::NEG_INFINITY; t.next_multiple_of(LANES)];
+    // SAFETY (every load below): key and value rows j < t lie inside `x.k` / `x.v` (checked
+    // by `KvLayout::fits`), `q` rows inside `x.q`, and `p` holds t rounded up to 16.
+    unsafe {
+        for (i, o) in out.chunks_exact_mut(d).enumerate() {
+            let qp = x.q.as_ptr().add(((bi * h + hi) * s + i) * d);
+            let qv: [__m512; V] = std::array::from_fn(|c| {
+                _mm512_mul_ps(_mm512_loadu_ps(qp.add(16 * c)), _mm512_set1_ps(x.scale))
+            });
+            let bias = &x.bias[(bi * s + i) * t..][..t];
+            let (lo, hi) = x.ranges[bi * s + i];
+            let mut max = f32::NEG_INFINITY;
+            let mut j0 = lo;
+            while j0 < hi {
+                let n = LANES.min(hi - j0);
+                for jj in 0..n {
+                    let j = j0 + jj;
+                    let kp = x.k.as_ptr().add(kb + j * d);
+                    let mut acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kp));
+                    for (c, q) in qv.iter().enumerate().skip(1) {
+                        acc = _mm512_fmadd_ps(*q, _mm512_loadu_ps(kp.add(16 * c)), acc);
+                    }
+                    let sj = if masked(bias[j]) {
+                        f32::NEG_INFINITY
+                    } else {
+                        _mm512_reduce_add_ps(acc) + bias[j]
+                    };
+                    p[j] = sj;
+                    max = max.max(sj);
+                }
+                j0 += n;
+            }
+            if max == f32::NEG_INFINITY {
+                continue; // every key masked: zeros
+            }
+            let mut sum = 0f32;
+            for pj in &mut p[lo..hi] {
+                *pj = fast_exp::<true>(*pj - max); // 0 for a masked key
+                sum += *pj;
+            }
+            let mut even = [_mm512_setzero_ps(); V];
+            let mut odd = [_mm512_setzero_ps(); V];
+            let mut j = lo;
+            while j < hi {
+                let vp = x.v.as_ptr().add(vb + j * d);
+                let pj = _mm512_set1_ps(p[j]);
+                for (c, a) in even.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vp.add(16 * c)), *a);
+                }
+                if j + 1 < hi {
+                    let vp = vp.add(d);
+                    let pj = _mm512_set1_ps(p[j + 1]);
+                    for (c, a) in odd.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vp.add(16 * c)), *a);
+                    }
+                }
+                j += 2;
+            }
+            let inv = _mm512_set1_ps(1.0 / sum);
+            for c in 0..V {
+                let r = _mm512_mul_ps(_mm512_add_ps(even[c], odd[c]), inv);
+                _mm512_storeu_ps(o.as_mut_ptr().add(16 * c), r);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn decode_avx2(x: &Inputs, bi: usize, hi: usize) -> Vec<f32> {
+    decode_impl::<true>(x, bi, hi)
+}
+
+/// The `s` rows of query head `hi` of sequence `bi`, `[s, d]`: scores against the visible
+/// keys read in place, an exact softmax, then the weighted sum of the value rows.
+#[inline(always)]
+fn decode_impl<const FMA: bool>(x: &Inputs, bi: usize, hi: usize) -> Vec<f32> {
+    let Dims { h, g, s, t, d, .. } = x.dims;
+    let gi = hi / (h / g);
+    let (kb, vb) = (x.k_layout.start(bi, gi), x.v_layout.start(bi, gi));
+    let mut out = vec![0f32; s * d];
+    let mut p = vec![0f32; t];
+    for (i, o) in out.chunks_exact_mut(d).enumerate() {
+        let q = &x.q[((bi * h + hi) * s + i) * d..][..d];
+        let bias = &x.bias[(bi * s + i) * t..][..t];
+        let (lo, hi) = x.ranges[bi * s + i];
+        let mut max = f32::NEG_INFINITY;
+        for j in lo..hi {
+            p[j] = if masked(bias[j]) {
+                f32::NEG_INFINITY
+            } else {
+                dot::<FMA>(q, &x.k[kb + j * d..][..d]) * x.scale + bias[j]
+            };
+            max = max.max(p[j]);
+        }
+        if max == f32::NEG_INFINITY {
+            continue; // every key masked: zeros
+        }
+        let mut sum = 0f32;
+        for pj in &mut p[lo..hi] {
+            *pj = fast_exp::<FMA>(*pj - max); // 0 for a masked key
+            sum += *pj;
+        }
+        for (j, &pj) in p.iter().enumerate().take(hi).skip(lo) {
+            if pj != 0.0 {
+                let row = &x.v[vb + j * d..][..d];
+                for (oc, &vc) in o.iter_mut().zip(row) {
+                    *oc = fmadd::<FMA>(pj, vc, *oc);
+                }
+            }
+        }
+        let inv = 1.0 / sum;
+        for oc in o.iter_mut() {
+            *oc *= inv;
+        }
+    }
+    out
+}
+
+/// `a · b` with `LANES` independent sums (one register).
+#[inline(always)]
+fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let whole = a.len() / LANES * LANES;
+    for (ca, cb) in a[..whole]
+        .chunks_exact(LANES)
+        .zip(b[..whole].chunks_exact(LANES))
+    {
+        for lane in 0..LANES {
+            acc[lane] = fmadd::<FMA>(ca[lane], cb[lane], acc[lane]);
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for (&ai, &bi) in a[whole..].iter().zip(&b[whole..]) {
+        sum = fmadd::<FMA>(ai, bi, sum);
+    }
+    sum
 }
 
 /// The 64 scores `q · k_j` of one row against a transposed key tile `kt: [dp, 64]`.

@@ -210,18 +210,18 @@ impl RlKernels for Flex {
         count(Kernel::Attention);
         let [b, h, s, d] = crate::attention::dims4(q.layout().shape());
         let [_, g, t, _] = crate::attention::dims4(k.layout().shape());
-        let (q, k, v, bias) = (
-            contiguous(q),
-            contiguous(k),
-            contiguous(v),
-            contiguous(bias),
-        );
+        let dims = attention::Dims { b, h, g, s, t, d };
+        let (q, bias) = (contiguous(q), contiguous(bias));
+        // keys and values where they lie when each head's rows are contiguous (a KV cache
+        // with spare room is such a view), otherwise copied
+        let (k, k_layout) = heads_in_place(k, dims);
+        let (v, v_layout) = heads_in_place(v, dims);
         let out = attention::attention(
             q.as_slice::<f32>().expect("contiguous f32 q"),
-            k.as_slice::<f32>().expect("contiguous f32 k"),
-            v.as_slice::<f32>().expect("contiguous f32 v"),
+            (k.storage::<f32>(), k_layout),
+            (v.storage::<f32>(), v_layout),
             bias.as_slice::<f32>().expect("contiguous f32 bias"),
-            attention::Dims { b, h, g, s, t, d },
+            dims,
         );
         FlexTensor::from_data(TensorData::new(out, [b, h, s, d]))
     }
@@ -305,6 +305,29 @@ fn adamw_flex(
     FlexTensor::from_data(TensorData::new(out, [3, n]))
 }
 
+/// A `[b, g, t, d]` key or value tensor and where its heads lie in its storage: in place when
+/// each head is `t` contiguous rows of `d` (strides `[·, ·, d, 1]`, non-negative), otherwise
+/// after a copy to a contiguous tensor.
+fn heads_in_place(x: FlexTensor, dims: attention::Dims) -> (FlexTensor, attention::KvLayout) {
+    let layout = x.layout();
+    let strides = layout.strides();
+    let rows_contiguous = strides.len() == 4
+        && (strides[3] == 1 || dims.d <= 1)
+        && (strides[2] == dims.d as isize || dims.t <= 1)
+        && strides[0] >= 0
+        && strides[1] >= 0;
+    if rows_contiguous {
+        let kv = attention::KvLayout {
+            offset: layout.start_offset(),
+            batch: strides[0] as usize,
+            group: strides[1] as usize,
+        };
+        (x, kv)
+    } else {
+        (contiguous(x), attention::KvLayout::contiguous(dims))
+    }
+}
+
 /// `t`, contiguous.
 fn contiguous(t: FlexTensor) -> FlexTensor {
     if t.is_contiguous() {
@@ -318,4 +341,37 @@ fn contiguous(t: FlexTensor) -> FlexTensor {
 fn f32_slice(t: &FlexTensor) -> &[f32] {
     assert_eq!(t.dtype(), DType::F32, "fused kernels take float32 tensors");
     t.as_slice::<f32>().expect("contiguous f32")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Shape;
+
+    #[test]
+    fn a_cache_view_is_read_in_place_and_a_transposed_one_is_copied() {
+        let dims = attention::Dims {
+            b: 2,
+            h: 9,
+            g: 3,
+            s: 1,
+            t: 40,
+            d: 64,
+        };
+        let cache = FlexTensor::zeros(Shape::new([2, 3, 100, 64]), DType::F32);
+        let view = cache.narrow(2, 0, 40);
+        let (x, layout) = heads_in_place(view, dims);
+        assert!(std::sync::Arc::ptr_eq(&x.data_arc(), &cache.data_arc()));
+        let want = attention::KvLayout {
+            offset: 0,
+            batch: 3 * 100 * 64,
+            group: 100 * 64,
+        };
+        assert_eq!(layout, want);
+        // rows of d that are not contiguous: copied, then read as a contiguous tensor
+        let cols = FlexTensor::zeros(Shape::new([2, 3, 64, 40]), DType::F32).transpose(2, 3);
+        let (x, layout) = heads_in_place(cols, dims);
+        assert!(x.is_contiguous());
+        assert_eq!(layout, attention::KvLayout::contiguous(dims));
+    }
 }
