@@ -9,6 +9,9 @@
 //!   read the GGUF's Q4_1 / Q8_0 blocks (97 MB per step instead of 540 MB) — llama.cpp's
 //!   setting. `generate/batch1_gguf_blocks_first_token`: the same prompt and one new token,
 //!   so that the 31 decoding steps after it can be timed apart (the difference).
+//!   `generate/batch1_gguf_blocks_after1024`: 32 new tokens after a 1024-token prompt, so that
+//!   decoding at a long context (every step reads ≈ 1040 cached keys and values per layer)
+//!   can be timed apart from `prefill/1024` (the same prompt and first token).
 //! - `prefill/1024`: one 1024-token prompt through the model into the KV cache and the first
 //!   new token (`generate` with one new token), throughput in prompt tokens/s: the critique
 //!   and revision prompts with their few-shot exemplars are this long.
@@ -36,6 +39,8 @@ use std::time::Duration;
 mod common;
 
 const PROMPT: usize = 32;
+/// The prompt of `prefill/1024` and `generate/batch1_gguf_blocks_after1024`.
+const LONG_PROMPT: usize = 1024;
 const NEW: usize = 32;
 
 /// The seed of the token ids.
@@ -89,6 +94,14 @@ fn bench_generate(c: &mut Criterion) {
     g.bench_function("batch1_gguf_blocks_first_token", |b| {
         b.iter(|| rlaif_lm::generate::generate(&q.model, &q.tokenizer, &p, &first).unwrap())
     });
+    // 32 new tokens after a 1024-token prompt (the critique stage's few-shot prompts): each
+    // step attends over ≈ 1040 cached positions; minus `prefill/1024` (the same prompt and
+    // first token), what the 31 steps after it cost at that context
+    let long = common::random_ids(SEED, 1, LONG_PROMPT, lm.config.vocab_size);
+    g.throughput(Throughput::Elements(NEW as u64));
+    g.bench_function(format!("batch1_gguf_blocks_after{LONG_PROMPT}"), |b| {
+        b.iter(|| rlaif_lm::generate::generate(&q.model, &q.tokenizer, &long, &params).unwrap())
+    });
     g.finish();
 }
 
@@ -99,7 +112,7 @@ fn bench_prefill(c: &mut Criterion) {
         stop_at_eos: false,
         ..SamplingParams::greedy(1)
     };
-    let len = 1024;
+    let len = LONG_PROMPT;
     let p = common::random_ids(SEED, 1, len, lm.config.vocab_size);
     let mut g = c.benchmark_group("prefill");
     g.sample_size(10).measurement_time(Duration::from_secs(40));

@@ -20,8 +20,8 @@
 //! | PPO losses | [`ppo_policy_loss`], [`ppo_value_loss`] | Schulman et al. 2017, eq. 7; PPO2 value clipping |
 //! | preference loss | [`bradley_terry_loss`] | Bradley & Terry 1952; Ouyang et al. 2022, eq. 1; Touvron et al. 2023; Eisenstein et al. 2023 |
 //! | projections of a decoding step (`M ≤ 8` rows) | [`linear()`] | memory-bound `[M, K]·[K, N]`, columns split across threads |
-//! | the same from ggml blocks (Q8_0, Q4_0, Q4_1) | [`quant::QuantMatrix::matmul_rows`] | ggml's block formats, dequantised in registers |
-//! | grouped-query attention with a bias (inference) | [`attention()`] | Ainslie et al. 2023; online softmax: Milakov & Gimelshein 2018, Dao et al. 2022 |
+//! | the same from ggml blocks (Q8_0, Q4_0, Q4_1), one weight or several with the same input | [`quant::QuantMatrix::matmul_rows`], [`quant::matmul_rows_many`] | ggml's block formats, dequantised in registers (4-bit blocks through a 16-value table) |
+//! | grouped-query attention with a bias (inference), keys and values read in place from a KV cache with spare room | [`attention()`] | Ainslie et al. 2023; online softmax: Milakov & Gimelshein 2018, Dao et al. 2022 |
 //! | SwiGLU gating `silu(gate) · up`, with its backward | [`swiglu()`] | Shazeer 2020 |
 //! | RMSNorm, with its backward | [`rms_norm()`] | Zhang & Sennrich 2019 |
 //! | an AdamW step (Burn's, bit for bit) | [`adamw_step`] | Loshchilov & Hutter 2019, Alg. 2; Kingma & Ba 2015 |
@@ -109,7 +109,7 @@ pub use logprobs::{
     token_logprobs, token_logprobs_default, token_logprobs_with_entropy,
     token_logprobs_with_entropy_default,
 };
-pub use pool::on_pool;
+pub use pool::{on_pool, on_pool_spinning};
 pub use ppo::{PolicyLoss, PpoConfig, ValueLoss, ppo_policy_loss, ppo_value_loss};
 pub use preference::{PreferenceConfig, PreferenceLoss, bradley_terry_loss};
 pub use rms_norm::{rms_norm, rms_norm_default};

@@ -20,6 +20,13 @@
 //! `rlaif_lm::generate::generate`, the `rlaif` command and the examples run on the pool; a
 //! program that drives the library crates from its own `main` wraps its work in
 //! [`on_pool`] as well. A call from inside the pool runs the closure in place.
+//!
+//! [`on_pool_spinning`] goes one step further for a decoding loop: while the closure runs,
+//! every other worker polls the pool for work (`rayon::yield_now`) instead of going to sleep
+//! when it runs out, as llama.cpp's threads spin between ops. A rayon worker that finds no
+//! work for a while sleeps, and on a shared virtual machine a sleeping vCPU can take tens of
+//! microseconds or more to run again; a decoding step hands work over about 120 times. The
+//! cost is the other cores busy for the duration of the call.
 
 /// Runs `work` on a worker of rayon's global pool and returns its result; the calling
 /// thread waits. From a thread of the pool, `work` runs in place.
@@ -35,9 +42,77 @@ pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| work())
 }
 
+/// [`on_pool`], with every other worker of the pool polling for work until `work` returns,
+/// instead of sleeping between the ops `work` issues (see the [module docs](self)). Results
+/// are those of [`on_pool`]; the other cores are busy while `work` runs.
+///
+/// The polling workers run any job of the pool they find (that is how they take their half
+/// of each op), and return as soon as `work` has returned.
+///
+/// ```
+/// let sum: u64 = rlaif_kernels::on_pool_spinning(|| {
+///     use rayon::prelude::*;
+///     (0..1000u64).into_par_iter().sum()
+/// });
+/// assert_eq!(sum, 499_500);
+/// ```
+pub fn on_pool_spinning<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let running = AtomicBool::new(true);
+    rayon::scope(|scope| {
+        for _ in 1..rayon::current_num_threads() {
+            scope.spawn(|_| {
+                while running.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        let out = work();
+        running.store(false, Ordering::Release);
+        out
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::on_pool;
+    use super::{on_pool, on_pool_spinning};
+
+    #[test]
+    fn spinning_workers_take_their_share_and_stop_when_the_work_returns() {
+        use rayon::prelude::*;
+        use std::collections::HashSet;
+        use std::sync::Mutex;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("a pool");
+        let threads = Mutex::new(HashSet::new());
+        let total: u64 = pool.install(|| {
+            on_pool_spinning(|| {
+                (0..64usize)
+                    .into_par_iter()
+                    .with_max_len(1)
+                    .map(|i| {
+                        threads
+                            .lock()
+                            .expect("no panic")
+                            .insert(rayon::current_thread_index());
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        i as u64
+                    })
+                    .sum()
+            })
+        });
+        assert_eq!(total, 2016);
+        assert!(
+            threads.into_inner().expect("no panic").len() > 1,
+            "no other worker helped"
+        );
+        // returned: the polling workers stopped (the pool is free for the next call)
+        assert_eq!(pool.install(|| on_pool_spinning(|| 7)), 7);
+    }
 
     #[test]
     fn runs_on_a_worker_and_in_place_from_one() {

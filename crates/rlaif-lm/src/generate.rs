@@ -35,7 +35,7 @@ pub fn generate(
 ) -> Result<Vec<Completion>, LmError> {
     // on a worker of rayon's pool: each of a step's ~300 ops splits without waking a
     // sleeping thread (rlaif_kernels::pool)
-    rlaif_kernels::on_pool(|| generate_on_worker(model, tokenizer, prompts, params))
+    rlaif_kernels::on_pool_spinning(|| generate_on_worker(model, tokenizer, prompts, params))
 }
 
 fn generate_on_worker(
