@@ -22,9 +22,10 @@
 //! - `attention/{fused,burn}/<shape>`: grouped-query attention at SmolLM2's shapes (9 query
 //!   heads, 3 key/value heads, width 64) with the model's causal bias: `prefill1024` (one
 //!   1024-token prompt), `decode_b8_t64` and `decode_b8_t1024` (one new token for 8 sequences
-//!   after 64 or 1024 cached ones), `decode_b1_t1024`. [`rlaif_kernels::attention`] (the kernel
-//!   that skips masked key tiles) against its default body (Burn's `attention`, which flex runs
-//!   over every tile). Elements: the multiply-adds a causal kernel must do
+//!   after 64 or 1024 cached ones), `decode_b1_t1024`. [`rlaif_kernels::attention`] (for a
+//!   prefill the kernel that skips masked key tiles; for a decoding step its in-place path, one
+//!   query head per task) against its default body (Burn's `attention`, which flex runs over
+//!   every tile). Elements: the multiply-adds a causal kernel must do
 //!   (`2 · B · H · D · Σ_i visible keys of query i`, for `q kᵀ` and `p v`).
 //!
 //! - `swiglu/{fused,default}/<shape>` and `rms_norm/{fused,default}/<shape>`: SwiGLU's gating

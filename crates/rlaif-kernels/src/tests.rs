@@ -1330,13 +1330,16 @@ fn attention_matches_f64_reference_for_prefill_decoding_and_padding() {
     let device = dev();
     // [b, h, g, s, t, d]: a prefill over several query blocks and key tiles (with two rows
     // left-padded by different amounts), a prefill after a cache, decoding steps (the
-    // kernel's in-place path: at most FUSED_MIN_ROWS rows per group), a head width that is
-    // padded inside the kernel, width 128, and plain multi-head attention
+    // kernel's in-place path: at most FUSED_MIN_ROWS rows per group; widths 64 and 128 in
+    // registers, 24 in the portable loop), a head width that is padded inside the kernel,
+    // width 128, and plain multi-head attention
     let cases = [
         ([2, 6, 2, 150, 150, 64], vec![0, 37]),
         ([2, 6, 2, 70, 79, 64], vec![5, 0]),
         ([3, 9, 3, 1, 130, 64], vec![0, 3, 70]),
         ([2, 9, 3, 2, 300, 64], vec![0, 250]),
+        ([1, 4, 2, 1, 50, 128], vec![3]),
+        ([2, 4, 2, 3, 40, 24], vec![0, 7]),
         ([1, 4, 2, 33, 40, 8], vec![2]),
         ([2, 2, 1, 5, 70, 128], vec![0, 9]),
         ([1, 2, 2, 9, 9, 24], vec![0]),

@@ -12,14 +12,15 @@
 //! against every visible key, read straight from the cache, an exact softmax (maximum, then
 //! exponentials and their sum), and `Σ_j p_j v_j` over the value rows. Nothing is copied.
 //!
-//! **Prefill and scoring** (more rows per group) split the work into tasks of one sequence, one key/value group and a block of query
-//! positions: the `n_rep` query heads of the group at those positions form the block's rows,
-//! so each key tile is read once for all of them. Per tile (64 keys) the kernel
+//! **Prefill and scoring** (more rows per group) split the work into tasks of one sequence, one
+//! key/value group and a block of query positions: the `n_rep` query heads of the group at
+//! those positions form the block's rows, so each key tile is read once for all of them. Per
+//! tile (64 keys) the kernel
 //!
 //! 1. copies the tile's keys transposed (`[D, 64]`) and values (`[64, D]`), zero-padded to a
 //!    multiple of 64 dimensions, so that every inner loop runs over whole registers (the copy
-//!    pays for itself over many rows; a decoding step, with `H / G` rows per position, is
-//!    left to Burn's attention by [`crate::attention()`]);
+//!    pays for itself over many rows; a decoding step, with `H / G` rows per position, takes
+//!    the in-place path above);
 //! 2. per row, computes the 64 scores with four 16-lane accumulators, adds the bias, and
 //!    updates the online softmax (Milakov & Gimelshein 2018; Dao et al. 2022, FlashAttention
 //!    Algorithm 1): running maximum `m`, running sum `l`, output rescaled by `exp(m_old − m)`;
@@ -28,8 +29,8 @@
 //! A query row only visits the tiles that hold a key its bias does not mask (each row's
 //! range of unmasked keys is found once per call); a bias entry at or below `f32::MIN`
 //! (including `-inf`) counts as masked. Each output is computed by one task in a fixed order,
-//! so results do not depend on the number of threads (small calls run on the calling thread). Exponentials are
-//! [`crate::simd::fast_exp`] (relative error ≈ 1e-7).
+//! so results do not depend on the number of threads (small calls run on the calling
+//! thread). Exponentials are [`crate::simd::fast_exp`] (relative error ≈ 1e-7).
 
 use crate::simd::{Isa, LANES, fast_exp, fmadd, isa};
 use rayon::prelude::*;
