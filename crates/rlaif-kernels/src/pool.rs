@@ -69,9 +69,16 @@ pub fn on_pool_spinning<R: Send>(work: impl FnOnce() -> R + Send) -> R {
                 }
             });
         }
-        let out = work();
-        running.store(false, Ordering::Release);
-        out
+        // stops the polling when `work` returns or unwinds (a panic must reach the caller,
+        // not leave the scope waiting for workers that never stop)
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _stop = Stop(&running);
+        work()
     })
 }
 
@@ -111,6 +118,19 @@ mod tests {
             "no other worker helped"
         );
         // returned: the polling workers stopped (the pool is free for the next call)
+        assert_eq!(pool.install(|| on_pool_spinning(|| 7)), 7);
+    }
+
+    #[test]
+    fn a_panic_in_the_work_reaches_the_caller_instead_of_hanging() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a pool");
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.install(|| on_pool_spinning(|| panic!("bad input")))
+        }));
+        assert!(caught.is_err());
         assert_eq!(pool.install(|| on_pool_spinning(|| 7)), 7);
     }
 
