@@ -52,6 +52,12 @@ use rlaif_kernels as k;
 use std::hint::black_box;
 use std::time::Duration;
 
+/// The allocator of the `rlaif` command (`rlaif_kernels::allocator`), so that the numbers
+/// are what the command gets.
+#[cfg(feature = "cli")]
+#[global_allocator]
+static ALLOCATOR: rlaif_kernels::TensorAllocator = rlaif_kernels::TensorAllocator;
+
 const VOCAB: usize = 49152;
 
 fn threads() -> usize {

@@ -18,10 +18,9 @@
 //! - `train_step/4x256`: forward + backward of the causal-LM loss on a 4 × 256 batch,
 //!   throughput in tokens/s (the optimizer step is not included).
 //!
-//! Every bench first sets the allocator as the `rlaif` command does at start-up
-//! ([`rlaif_kernels::tune_allocator`]) and runs on rayon's pool as the command does
-//! ([`rlaif_kernels::on_pool`]; `generate` moves there itself), so the numbers are what the
-//! command gets.
+//! Every bench uses the allocator of the `rlaif` command ([`rlaif_kernels::TensorAllocator`])
+//! and runs on rayon's pool as the command does ([`rlaif_kernels::on_pool`]; `generate`
+//! moves there itself), so the numbers are what the command gets.
 //!
 //! Run: `cargo bench --bench lm`. The same measurements in PyTorch are made by
 //! `benches/reference/torch_lm.py`, and `generate/batch1_gguf_blocks` in llama.cpp by

@@ -10,8 +10,9 @@
 //! - `pm_train_step/4pairs`: forward + backward of the Bradley–Terry loss on 4 comparisons
 //!   (8 sequences of 128 tokens); the optimizer step is not included.
 //!
-//! Every bench sets the allocator and runs its iterations on rayon's pool, as the `rlaif`
-//! command does ([`rlaif_kernels::tune_allocator`], [`rlaif_kernels::on_pool`]).
+//! Every bench uses the allocator of the `rlaif` command and runs its iterations on rayon's
+//! pool, as the command does ([`rlaif_kernels::TensorAllocator`],
+//! [`rlaif_kernels::on_pool`]).
 //!
 //! Run: `cargo bench --bench pm`; the numbers of this machine are in `docs/benchmarks.md`.
 //! Work per pair: the decoder's ≈ 106 M non-embedding parameters cost 2 · 106 M FLOPs per

@@ -22,8 +22,9 @@
 //! 4 × ≈ 62 tokens (≈ 3 × 2 × 53 GFLOP + 3 × 7 GFLOP). The measured numbers are in
 //! `docs/benchmarks.md`.
 //!
-//! Every bench sets the allocator and runs its iterations on rayon's pool, as the `rlaif`
-//! command does ([`rlaif_kernels::tune_allocator`], [`rlaif_kernels::on_pool`]).
+//! Every bench uses the allocator of the `rlaif` command and runs its iterations on rayon's
+//! pool, as the command does ([`rlaif_kernels::TensorAllocator`],
+//! [`rlaif_kernels::on_pool`]).
 //!
 //! Run: `cargo bench --bench ppo`.
 

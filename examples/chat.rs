@@ -12,6 +12,10 @@ use rlaif_core::{Conversation, Prompt, SamplingParams};
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// mimalloc, keeping freed memory for the next tensor (`rlaif_kernels::allocator`).
+#[global_allocator]
+static ALLOCATOR: rlaif::kernels::TensorAllocator = rlaif::kernels::TensorAllocator;
+
 #[derive(Parser, Debug)]
 #[command(about = "Generate a reply to one user message")]
 struct Args {

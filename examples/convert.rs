@@ -9,6 +9,10 @@ use clap::Parser;
 use rlaif::cli::{init, load_model};
 use std::path::PathBuf;
 
+/// mimalloc, keeping freed memory for the next tensor (`rlaif_kernels::allocator`).
+#[global_allocator]
+static ALLOCATOR: rlaif::kernels::TensorAllocator = rlaif::kernels::TensorAllocator;
+
 #[derive(Parser, Debug)]
 #[command(about = "Convert a model to a Hugging Face directory (f32 safetensors)")]
 struct Args {

@@ -22,6 +22,10 @@ use rlaif_revision::{
 };
 use std::path::PathBuf;
 
+/// mimalloc, keeping freed memory for the next tensor (`rlaif_kernels::allocator`).
+#[global_allocator]
+static ALLOCATOR: rlaif::kernels::TensorAllocator = rlaif::kernels::TensorAllocator;
+
 #[derive(Parser, Debug)]
 #[command(about = "Run the critique → revision loop and print one trace")]
 struct Args {

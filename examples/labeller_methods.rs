@@ -29,6 +29,10 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// mimalloc, keeping freed memory for the next tensor (`rlaif_kernels::allocator`).
+#[global_allocator]
+static ALLOCATOR: rlaif::kernels::TensorAllocator = rlaif::kernels::TensorAllocator;
+
 #[derive(Parser, Debug)]
 #[command(about = "Compare AI-labelling methods on pairs whose preference is known")]
 struct Args {

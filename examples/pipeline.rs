@@ -22,6 +22,10 @@ use rlaif::cli::commands::pipeline::{Args, run};
 use rlaif::cli::{EXIT_INTERRUPTED, Outcome, init};
 use std::process::ExitCode;
 
+/// mimalloc, keeping freed memory for the next tensor (`rlaif_kernels::allocator`).
+#[global_allocator]
+static ALLOCATOR: rlaif::kernels::TensorAllocator = rlaif::kernels::TensorAllocator;
+
 #[derive(Parser, Debug)]
 #[command(about = "Constitutional AI end to end: SL-CAI, AI feedback, PM, RL-CAI, evaluation")]
 struct Cli {

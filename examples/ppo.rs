@@ -30,6 +30,10 @@ use rlaif_ppo::{CriticInit, PpoConfig, PpoModels, PromptMix, PromptSet, Reward, 
 use rlaif_revision::read_prompts;
 use std::path::PathBuf;
 
+/// mimalloc, keeping freed memory for the next tensor (`rlaif_kernels::allocator`).
+#[global_allocator]
+static ALLOCATOR: rlaif::kernels::TensorAllocator = rlaif::kernels::TensorAllocator;
+
 #[derive(Parser, Debug)]
 #[command(about = "PPO against a preference model (or a rule) on a few prompts")]
 struct Args {

@@ -30,6 +30,10 @@ use rlaif_pm::{DataConfig, HeadInit, PmConfig, PmData, PreferenceModel, read_com
 use rlaif_revision::read_prompts;
 use std::path::PathBuf;
 
+/// mimalloc, keeping freed memory for the next tensor (`rlaif_kernels::allocator`).
+#[global_allocator]
+static ALLOCATOR: rlaif::kernels::TensorAllocator = rlaif::kernels::TensorAllocator;
+
 #[derive(Parser, Debug)]
 #[command(about = "Pairs → AI-feedback labels → a preference model, on a few prompts")]
 struct Args {

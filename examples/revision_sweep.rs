@@ -22,6 +22,10 @@ use rlaif::feedback::LabelConfig;
 use rlaif::revision::{RevisionConfig, read_prompts, read_records, run_revision_until};
 use std::path::PathBuf;
 
+/// mimalloc, keeping freed memory for the next tensor (`rlaif_kernels::allocator`).
+#[global_allocator]
+static ALLOCATOR: rlaif::kernels::TensorAllocator = rlaif::kernels::TensorAllocator;
+
 #[derive(Parser, Debug)]
 #[command(about = "Critique → revision settings chosen by the feedback model")]
 struct Args {

@@ -23,6 +23,10 @@ use rlaif::cli::{Outcome, commands};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// mimalloc, keeping freed memory for the next tensor (`rlaif_kernels::allocator`).
+#[global_allocator]
+static ALLOCATOR: rlaif::kernels::TensorAllocator = rlaif::kernels::TensorAllocator;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "rlaif",

@@ -10,6 +10,10 @@ use rlaif::eval::EvalReport;
 use rlaif_lm::tiny;
 use std::path::Path;
 
+/// The allocator of the `rlaif` command, so that the pipeline runs here as it does there.
+#[global_allocator]
+static ALLOCATOR: rlaif::kernels::TensorAllocator = rlaif::kernels::TensorAllocator;
+
 fn args(model: &Path, out: &Path, config: Option<&Path>) -> Args {
     Args {
         common: Common {

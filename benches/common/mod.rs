@@ -1,5 +1,11 @@
 //! What the benchmarks share.
 
+/// The allocator of the `rlaif` command (`rlaif_kernels::allocator`), so that the numbers
+/// are what the command gets.
+#[cfg(feature = "cli")]
+#[global_allocator]
+static ALLOCATOR: rlaif_kernels::TensorAllocator = rlaif_kernels::TensorAllocator;
+
 /// `rows` sequences of `len` deterministic pseudo-random token ids (an LCG started at
 /// `seed`), away from the first 100 ids, where the special tokens are.
 #[allow(dead_code)] // the ppo bench builds its prompts from text

@@ -7,9 +7,10 @@
 //! - [`load_model`]: the model of `--model` (a Hugging Face directory or a `.gguf`), or the
 //!   default one, fetched on first use; [`load_model_for_inference`] for a model that is
 //!   only run (frozen; a GGUF decodes from its quantised blocks).
-//! - [`init`]: start-up: the allocator set for tensor work
-//!   ([`tune_allocator`](crate::kernels::tune_allocator)) and a `tracing` subscriber on
-//!   stderr (`RLAIF_LOG` or `RUST_LOG` to filter).
+//! - [`init`]: start-up: glibc's `malloc` set for tensor work
+//!   ([`tune_allocator`](crate::kernels::tune_allocator); the command's own global
+//!   allocator is [`TensorAllocator`](crate::kernels::TensorAllocator)) and a `tracing`
+//!   subscriber on stderr (`RLAIF_LOG` or `RUST_LOG` to filter).
 //! - [`settings`]: a subcommand's settings from a TOML file (`--config`) with its flags
 //!   on top.
 

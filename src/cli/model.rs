@@ -37,11 +37,11 @@ fn load(
     Ok(lm)
 }
 
-/// Start-up of the `rlaif` command and the examples: sets the allocator for tensor work
-/// ([`tune_allocator`](crate::kernels::tune_allocator): freed blocks up to 32 MiB are
-/// reused instead of mapped afresh, which makes a train step about 1.3× faster on the CPU)
-/// and installs a `tracing` subscriber writing to stderr: the rlaif crates at `info`, the
-/// rest at `warn`, unless `RLAIF_LOG` (or `RUST_LOG`) says otherwise (`RLAIF_LOG=debug`).
+/// Start-up of the `rlaif` command and the examples (whose global allocator is
+/// [`TensorAllocator`](crate::kernels::TensorAllocator)): sets glibc's `malloc` for what
+/// still calls it ([`tune_allocator`](crate::kernels::tune_allocator)) and installs a
+/// `tracing` subscriber writing to stderr: the rlaif crates at `info`, the rest at `warn`,
+/// unless `RLAIF_LOG` (or `RUST_LOG`) says otherwise (`RLAIF_LOG=debug`).
 pub fn init() {
     let tuned = crate::kernels::tune_allocator();
     use tracing_subscriber::EnvFilter;
@@ -62,5 +62,5 @@ pub fn init() {
         .with_target(false)
         .without_time()
         .try_init();
-    tracing::debug!("allocator set for tensor work: {tuned}");
+    tracing::debug!("glibc malloc set for tensor work: {tuned}");
 }

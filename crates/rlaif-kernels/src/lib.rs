@@ -97,6 +97,8 @@ pub mod probe {
 }
 
 pub use adamw::{AdamWOutput, AdamWScalars, AdamWStep, adamw_step, adamw_step_default};
+#[cfg(feature = "mimalloc")]
+pub use allocator::TensorAllocator;
 pub use allocator::tune_allocator;
 pub use attention::{FUSED_MIN_ROWS, attention, attention_default};
 pub use error::{KernelError, Result};
