@@ -27,6 +27,11 @@
 //!   query head per task) against its default body (Burn's `attention`, which flex runs over
 //!   every tile). Elements: the multiply-adds a causal kernel must do
 //!   (`2 · B · H · D · Σ_i visible keys of query i`, for `q kᵀ` and `p v`).
+//! - `attention_train/{fused,burn}/4x256`: the forward and backward of the same attention
+//!   under autodiff at the train step's shape (4 sequences of 256 tokens, causal): the
+//!   kernel with its own backward against Burn's differentiable attention. Elements: the
+//!   multiply-adds of a causal forward and backward (`6 · B · H · D · Σ visible`: `q kᵀ` and
+//!   `p v`, then `dV`, `dP`, `dQ` and `dK`; the kernel also recomputes `q kᵀ`).
 //!
 //! - `swiglu/{fused,default}/<shape>` and `rms_norm/{fused,default}/<shape>`: SwiGLU's gating
 //!   `silu(gate) · up` on `[B, S, 1536]` and RMSNorm on `[B, S, 576]` (SmolLM2's widths) for a
@@ -318,6 +323,49 @@ fn bench_attention(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_attention_train(c: &mut Criterion) {
+    let device = Device::flex().autodiff();
+    device.seed(14);
+    let mut g = c.benchmark_group("attention_train");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    let (b, h, kvh, s, d) = (4usize, 9usize, 3usize, 256usize, 64usize);
+    let normal = Distribution::Normal(0.0, 1.0);
+    let q = Tensor::<4>::random([b, h, s, d], normal, &device);
+    let k_ = Tensor::<4>::random([b, kvh, s, d], normal, &device);
+    let v = Tensor::<4>::random([b, kvh, s, d], normal, &device);
+    let grad = Tensor::<4>::random([b, h, s, d], normal, &device);
+    let bias: Vec<f32> = (0..b * s * s)
+        .map(|x| {
+            if x % s > (x / s) % s {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let bias = Tensor::<4>::from_data(TensorData::new(bias, [b, 1, s, s]), &device);
+    let visible = s * (s + 1) / 2;
+    // q kᵀ and p v forward; dV, dP, dQ and dK backward
+    g.throughput(Throughput::Elements((6 * b * h * d * visible) as u64));
+    let step = |fused: bool| {
+        let (q, k_, v) = (
+            q.clone().require_grad(),
+            k_.clone().require_grad(),
+            v.clone().require_grad(),
+        );
+        let o = if fused {
+            k::attention(q.clone(), k_.clone(), v.clone(), bias.clone()).unwrap()
+        } else {
+            k::attention_default(q.clone(), k_.clone(), v.clone(), bias.clone())
+        };
+        let grads = (o * grad.clone()).sum().backward();
+        [q, k_, v].map(|x| x.grad(&grads).unwrap().into_data())
+    };
+    g.bench_function("fused/4x256", |bench| bench.iter(|| step(true)));
+    g.bench_function("burn/4x256", |bench| bench.iter(|| step(false)));
+    g.finish();
+}
+
 fn bench_elementwise(c: &mut Criterion) {
     let device = Device::flex();
     device.seed(13);
@@ -442,6 +490,7 @@ criterion_group!(
     bench_token_logprobs,
     bench_linear,
     bench_attention,
+    bench_attention_train,
     bench_elementwise,
     bench_adamw
 );

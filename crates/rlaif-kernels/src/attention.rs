@@ -4,14 +4,17 @@
 //! `q: [B, H, S, D]`, `k, v: [B, G, T, D]` with `H` a multiple of `G` (query head `h` reads
 //! key/value head `h / (H / G)`, Hugging Face's `repeat_kv` order), `bias: [B, 1, S, T]`
 //! shared by all heads (0 where a query may attend, `-inf` or `f32::MIN` where it may not: a
-//! causal mask with padding, after `T − S` cached positions). On flex (float32), when
-//! nothing needs a gradient, [`attention`] runs a kernel that reads keys and values in place
-//! (a KV cache with spare room included) with vectorised exponentials. With more than
-//! [`FUSED_MIN_ROWS`] query rows per key/value group (`S · H / G`: a prefill or a scoring
-//! pass) it serves all the query heads of a group from one copy of each key tile and skips
-//! the tiles a block of queries cannot see — the upper half of a causal prefill; with fewer
-//! (a decoding step) each query head reads the keys and values where they lie, with no copy.
-//! Everywhere else it is [`attention_default`], Burn's `attention`.
+//! causal mask with padding, after `T − S` cached positions). On flex (float32),
+//! [`attention`] runs a kernel that reads keys and values in place (a KV cache with spare
+//! room included) with vectorised exponentials. With more than [`FUSED_MIN_ROWS`] query rows
+//! per key/value group (`S · H / G`: a prefill, a scoring pass, a training forward) it serves
+//! all the query heads of a group from one copy of each key tile and skips the tiles a block
+//! of queries cannot see — the upper half of a causal mask; with fewer (a decoding step) each
+//! query head reads the keys and values where they lie, with no copy. When `q`, `k` or `v`
+//! needs a gradient, the forward also keeps each query row's log-sum-exp, and the backward is
+//! a kernel of its own (FlashAttention-2's, Dao 2023): it rebuilds the probabilities tile by
+//! tile from the log-sum-exps, skips the same masked tiles, and never holds an `S × T`
+//! matrix. Everywhere else it is [`attention_default`], Burn's `attention`.
 
 use crate::error::{Result, check_arg, check_shape};
 use crate::extension::{dispatch_attention, fused_available};
@@ -31,10 +34,11 @@ pub const FUSED_MIN_ROWS: usize = 8;
 /// `bias: [B, 1, S, T]`; returns `[B, H, S, D]`; differentiable.
 ///
 /// On flex (float32) this is the
-/// [`RlKernels::grouped_attention`](crate::RlKernels::grouped_attention) kernel when no input
-/// is tracked by autodiff (inference: prefill, decoding, scoring with frozen weights), and
-/// [`attention_default`] otherwise. The kernel's results differ from Burn's by rounding only
-/// (online softmax, other summation order; ≈ 1e-6 relative). `k` and `v` may be views whose
+/// [`RlKernels::grouped_attention`](crate::RlKernels::grouped_attention) kernel, with its
+/// own backward ([`RlKernels::grouped_attention_backward`](crate::RlKernels::grouped_attention_backward))
+/// when `q`, `k` or `v` is tracked by autodiff; a tracked `bias` (a learned bias; never a
+/// mask) and every other backend take [`attention_default`]. The kernel's results differ
+/// from Burn's by rounding only (online softmax, other summation order; ≈ 1e-6 relative). `k` and `v` may be views whose
 /// heads are contiguous rows (a slice of a KV cache along `T`): the kernel reads them in place.
 ///
 /// # Errors

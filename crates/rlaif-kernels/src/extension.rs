@@ -8,7 +8,7 @@
 //! autodiff) and run the *default body* (plain, differentiable Burn tensor ops) everywhere else.
 //! No code path assumes a particular backend.
 //!
-//! The extension has ten operations:
+//! The extension has twelve operations:
 //!
 //! - [`RlKernels::token_stats`]: per row of `[N, V]` logits, the packed statistics
 //!   `[log p(label), entropy, logsumexp]` of `softmax(logits · inv_temperature)`, shape `[N, 3]`.
@@ -18,8 +18,10 @@
 //! - [`RlKernels::gae`]: generalised advantage estimation over `[B, T]` rows.
 //! - [`RlKernels::project`]: the product `[M, K]·[K, N]`, through a kernel of its own when `M`
 //!   is small (the projections of a decoding step) and the backend's matmul otherwise.
-//! - [`RlKernels::grouped_attention`]: grouped-query attention with an additive bias, for inference
-//!   (see [`crate::attention()`]).
+//! - [`RlKernels::grouped_attention`]: grouped-query attention with an additive bias (see
+//!   [`crate::attention()`]); [`RlKernels::grouped_attention_with_lse`] and
+//!   [`RlKernels::grouped_attention_backward`]: its forward for training (with each row's
+//!   log-sum-exp) and its backward.
 //! - [`RlKernels::swiglu`] and [`RlKernels::swiglu_backward`]: `silu(gate) · up` and its two
 //!   gradients (see [`crate::swiglu()`]).
 //! - [`RlKernels::rms_norm`] and [`RlKernels::rms_norm_backward`]: RMSNorm over rows and its
@@ -27,9 +29,10 @@
 //! - [`RlKernels::adamw`]: one AdamW step over a parameter (see [`crate::adamw_step`]).
 //!
 //! The autodiff implementation registers a custom backward for `token_stats` that saves only the
-//! logits (a reference-counted handle, not a copy), the labels and the `[N, 3]` statistics, and
-//! for `swiglu` and `rms_norm` backwards that save their inputs (handles) and recompute the
-//! rest.
+//! logits (a reference-counted handle, not a copy), the labels and the `[N, 3]` statistics, for
+//! `swiglu` and `rms_norm` backwards that save their inputs (handles) and recompute the
+//! rest, and for `grouped_attention` one that saves its inputs, output and per-row
+//! log-sum-exps and rebuilds the probabilities tile by tile.
 
 // without a backend feature the generated dispatch methods have no arm that reads their scalars
 #![cfg_attr(not(feature = "flex"), allow(unused_variables))]
@@ -101,12 +104,39 @@ pub trait RlKernels: Backend {
     /// `softmax(q kᵀ / √D + bias) v` for `q: [B, H, S, D]`, `k, v: [B, G, T, D]` (`H` a
     /// multiple of `G`) and `bias: [B, 1, S, T]` (float32), returns `[B, H, S, D]`. On flex a
     /// kernel that skips the key tiles the bias masks (see [`crate::attention()`]); under
-    /// autodiff, tracked inputs take the backend's differentiable attention instead.
+    /// autodiff, tracked `q`, `k`, `v` take [`RlKernels::grouped_attention_with_lse`] with
+    /// [`RlKernels::grouped_attention_backward`] as the backward (a tracked bias takes the
+    /// backend's differentiable attention).
     fn grouped_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// [`RlKernels::grouped_attention`] for training: the output `[B, H, S, D]` and the
+    /// log-sum-exp of each query row's scores `[B, H, S]` (`-inf` for a row whose bias masks
+    /// every key), packed as one `[B·H·S·D + B·H·S]` vector.
+    fn grouped_attention_with_lse(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// The gradients of `Σ grad · grouped_attention(q, k, v, bias)` with respect to `q`, `k`
+    /// and `v`, packed as one `[B·H·S·D + 2·B·G·T·D]` vector, from the forward's output `out`
+    /// and log-sum-exp `lse` (see [`RlKernels::grouped_attention_with_lse`]); the bias gets
+    /// no gradient.
+    #[allow(clippy::too_many_arguments)]
+    fn grouped_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
     /// `gate · σ(gate) · up` for float32 `gate`, `up` of the same shape `[N]`.
@@ -319,6 +349,46 @@ impl<B: Backend + RlKernels> Backward<B, 2> for RmsNormBackward {
     }
 }
 
+/// Backward step of [`RlKernels::grouped_attention`] under autodiff.
+#[derive(Debug)]
+struct AttentionBackward;
+
+/// q, k, v, bias, the output and its log-sum-exps.
+type AttentionState<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+);
+
+impl<B: Backend + RlKernels> Backward<B, 3> for AttentionBackward {
+    type State = AttentionState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [q_node, k_node, v_node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (q, k, v, bias, out, lse) = ops.state;
+        let (q_shape, kv_shape) = (q.shape(), k.shape());
+        let (nq, nkv) = (q_shape.num_elements(), kv_shape.num_elements());
+        let packed = B::grouped_attention_backward(q, k, v, bias, out, lse, grad);
+        let at = |start: usize, len: usize, shape: Shape| {
+            let range = Slice::new(start as isize, Some((start + len) as isize), 1);
+            unpack::<B>(packed.clone(), &[range], shape)
+        };
+        if let Some(node) = q_node {
+            grads.register::<B>(node.id, at(0, nq, q_shape.clone()));
+        }
+        if let Some(node) = k_node {
+            grads.register::<B>(node.id, at(nq, nkv, kv_shape.clone()));
+        }
+        if let Some(node) = v_node {
+            grads.register::<B>(node.id, at(nq + nkv, nkv, kv_shape.clone()));
+        }
+    }
+}
+
 /// Backward step of [`RlKernels::token_stats`] under autodiff.
 #[derive(Debug)]
 struct TokenStatsBackward;
@@ -408,24 +478,89 @@ impl<B: Backend + RlKernels, C: CheckpointStrategy> RlKernels for Autodiff<B, C>
         }
     }
 
-    /// Tracked inputs (training) take autodiff's own attention, with its backward; the
-    /// kernel serves inference, where nothing is tracked.
+    /// Tracked `q`, `k`, `v` (training) take the kernel's forward with its log-sum-exps and
+    /// [`RlKernels::grouped_attention_backward`] as the backward, which saves only handles
+    /// to the inputs, the output and the `[B, H, S]` log-sum-exps (no `S × T` matrix); a
+    /// tracked bias (never, in this project: it is a mask) takes autodiff's own attention.
+    /// Untracked inputs (inference) take the kernel alone.
     fn grouped_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        if [&q, &k, &v, &bias].iter().any(|t| t.is_tracked()) {
-            crate::attention::burn_attention::<Self>(q, k, v, bias)
-        } else {
-            <FloatTensor<Self>>::new(B::grouped_attention(
+        if bias.is_tracked() {
+            return crate::attention::burn_attention::<Self>(q, k, v, bias);
+        }
+        match AttentionBackward
+            .prepare::<C>([q.node(), k.node(), v.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                // handles, not copies
+                let (qs, ks, vs) = (
+                    q.primitive().clone(),
+                    k.primitive().clone(),
+                    v.primitive().clone(),
+                );
+                let bias = bias.into_primitive();
+                let shape = qs.shape();
+                let [b, h, s, _] = crate::attention::dims4(&shape);
+                let (n, rows) = (shape.num_elements(), b * h * s);
+                let packed =
+                    B::grouped_attention_with_lse(qs.clone(), ks.clone(), vs.clone(), bias.clone());
+                let out = unpack::<B>(packed.clone(), &[Slice::new(0, Some(n as isize), 1)], shape);
+                let lse = unpack::<B>(
+                    packed,
+                    &[Slice::new(n as isize, Some((n + rows) as isize), 1)],
+                    Shape::new([b, h, s]),
+                );
+                prep.finish((qs, ks, vs, bias, out.clone(), lse), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::grouped_attention(
                 q.into_primitive(),
                 k.into_primitive(),
                 v.into_primitive(),
                 bias.into_primitive(),
-            ))
+            )),
         }
+    }
+
+    /// Not differentiable again: the result is an untracked leaf.
+    fn grouped_attention_with_lse(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        <FloatTensor<Self>>::new(B::grouped_attention_with_lse(
+            q.into_primitive(),
+            k.into_primitive(),
+            v.into_primitive(),
+            bias.into_primitive(),
+        ))
+    }
+
+    /// Not differentiable again (no double backward): the result is an untracked leaf.
+    fn grouped_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        <FloatTensor<Self>>::new(B::grouped_attention_backward(
+            q.into_primitive(),
+            k.into_primitive(),
+            v.into_primitive(),
+            bias.into_primitive(),
+            out.into_primitive(),
+            lse.into_primitive(),
+            grad.into_primitive(),
+        ))
     }
 
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -1422,37 +1422,154 @@ fn attention_does_not_depend_on_the_thread_count() {
     assert_eq!(one, three);
 }
 
+/// f64 reference of the gradients of `Σ g · attention(q, k, v, bias)`: `(dq, dk, dv)` from
+/// the softmax written out (`dS = P ∘ (dP − rowsum(P ∘ dP))`), independent of the kernel.
+fn ref_attention_grads(c: &AttnCase, g: &[f32]) -> [Vec<f64>; 3] {
+    let [b, h, gr, s, t, d] = c.dims;
+    let n_rep = h / gr;
+    let scale = 1.0 / (d as f64).sqrt();
+    let (mut dq, mut dk, mut dv) = (
+        vec![0f64; b * h * s * d],
+        vec![0f64; b * gr * t * d],
+        vec![0f64; b * gr * t * d],
+    );
+    for bi in 0..b {
+        for hi in 0..h {
+            let kv = (bi * gr + hi / n_rep) * t * d;
+            for i in 0..s {
+                let row = ((bi * h + hi) * s + i) * d;
+                let q = &c.q[row..][..d];
+                let go = &g[row..][..d];
+                let scores: Vec<f64> = (0..t)
+                    .map(|j| {
+                        let bias = c.bias[(bi * s + i) * t + j];
+                        if bias == NEG_INF || bias == f32::MIN {
+                            return f64::NEG_INFINITY;
+                        }
+                        let dot: f64 = (0..d)
+                            .map(|x| q[x] as f64 * c.k[kv + j * d + x] as f64)
+                            .sum();
+                        dot * scale + bias as f64
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
+                let z: f64 = w.iter().sum();
+                let p: Vec<f64> = w.iter().map(|x| x / z).collect();
+                let dp: Vec<f64> = (0..t)
+                    .map(|j| {
+                        (0..d)
+                            .map(|x| go[x] as f64 * c.v[kv + j * d + x] as f64)
+                            .sum()
+                    })
+                    .collect();
+                let delta: f64 = (0..t).map(|j| p[j] * dp[j]).sum();
+                for j in 0..t {
+                    let ds = p[j] * (dp[j] - delta);
+                    for x in 0..d {
+                        dq[row + x] += ds * c.k[kv + j * d + x] as f64 * scale;
+                        dk[kv + j * d + x] += ds * q[x] as f64 * scale;
+                        dv[kv + j * d + x] += p[j] * go[x] as f64;
+                    }
+                }
+            }
+        }
+    }
+    [dq, dk, dv]
+}
+
+/// The gradients of `Σ g · attention(q, k, v, bias)` under autodiff, by the kernel
+/// (`fused`) or by Burn's attention, and the output.
+fn attention_grads(c: &AttnCase, g: &[f32], fused: bool) -> ([Vec<f32>; 3], Vec<f32>) {
+    let ad = dev().autodiff();
+    let [b, h, _, s, _, d] = c.dims;
+    let [q, k, v, bias] = attn_tensors(c, &ad);
+    let (q, k, v) = (q.require_grad(), k.require_grad(), v.require_grad());
+    let o = if fused {
+        attention(q.clone(), k.clone(), v.clone(), bias).unwrap()
+    } else {
+        attention_default(q.clone(), k.clone(), v.clone(), bias)
+    };
+    let out = vec_of(o.clone());
+    let grads = (o * tensor(g.to_vec(), [b, h, s, d], &ad)).sum().backward();
+    ([q, k, v].map(|x| vec_of(x.grad(&grads).unwrap())), out)
+}
+
 #[test]
-fn attention_under_autodiff_has_burns_gradients_and_serves_untracked_inference() {
+fn attention_backward_matches_f64_reference_and_burns_gradients() {
+    // [b, h, g, s, t, d]: a small case, a prefill over several query blocks and key tiles
+    // with padded rows, a prefill after cached positions at a width padded inside the
+    // kernel, and plain multi-head attention with a width of 128
+    let cases = [
+        ([1, 4, 2, 9, 12, 8], vec![2]),
+        ([2, 6, 2, 150, 150, 64], vec![0, 37]),
+        ([2, 9, 3, 70, 79, 24], vec![5, 0]),
+        ([1, 2, 2, 65, 65, 128], vec![0]),
+    ];
+    for (seed, (dims, pad)) in cases.into_iter().enumerate() {
+        for masked in [NEG_INF, f32::MIN] {
+            let c = attn_case(81 + seed as u64, dims, &pad, masked);
+            let [b, h, _, s, _, d] = dims;
+            let mut r = rng(82 + seed as u64);
+            let g: Vec<f32> = (0..b * h * s * d).map(|_| normal(&mut r)).collect();
+            let before = crate::flex::fused_calls();
+            let (fused, out) = attention_grads(&c, &g, true);
+            let after = crate::flex::fused_calls();
+            let what = format!("{dims:?} masked by {masked}");
+            assert_eq!(after[4], before[4] + 1, "forward by the kernel: {what}");
+            assert_eq!(after[10], before[10] + 1, "backward by the kernel: {what}");
+            let mut c_ref = c;
+            for x in &mut c_ref.bias {
+                if *x == f32::MIN {
+                    *x = NEG_INF;
+                }
+            }
+            assert_close(
+                &format!("out {what}"),
+                &out,
+                &ref_attention(&c_ref),
+                2e-5,
+                1e-5,
+            );
+            let want = ref_attention_grads(&c_ref, &g);
+            let (burn, _) = attention_grads(&c_ref, &g, false);
+            for (name, ((got, want), burn)) in ["dq", "dk", "dv"]
+                .iter()
+                .zip(fused.iter().zip(&want).zip(&burn))
+            {
+                assert!(got.iter().any(|&x| x != 0.0), "{name} {what} is all zeros");
+                assert_close(&format!("{name} {what}"), got, want, 1e-4, 1e-5);
+                assert_close(&format!("Burn's {name} {what}"), burn, want, 1e-4, 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_backward_does_not_depend_on_the_thread_count() {
+    let c = attn_case(85, [2, 6, 2, 150, 150, 64], &[0, 11], NEG_INF);
+    let mut r = rng(86);
+    let g: Vec<f32> = (0..2 * 6 * 150 * 64).map(|_| normal(&mut r)).collect();
+    let run = || attention_grads(&c, &g, true).0;
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    assert_eq!(pool(1).install(run), pool(3).install(run));
+}
+
+#[test]
+fn attention_serves_untracked_inference_on_an_autodiff_device() {
     let ad = dev().autodiff();
     let c = attn_case(81, [1, 4, 2, 9, 12, 8], &[2], NEG_INF);
-    let [b, h, _, s, _, d] = c.dims;
-    let mut r = rng(82);
-    let g: Vec<f32> = (0..b * h * s * d).map(|_| normal(&mut r)).collect();
-    let grads_of = |fused: bool| {
-        let [q, k, v, bias] = attn_tensors(&c, &ad);
-        let (q, k, v) = (q.require_grad(), k.require_grad(), v.require_grad());
-        let o = if fused {
-            attention(q.clone(), k.clone(), v.clone(), bias).unwrap()
-        } else {
-            attention_default(q.clone(), k.clone(), v.clone(), bias)
-        };
-        let grads = (o * tensor(g.clone(), [b, h, s, d], &ad)).sum().backward();
-        [q, k, v].map(|x| vec_of(x.grad(&grads).unwrap()))
-    };
-    let before = crate::flex::fused_calls()[4];
-    let tracked = grads_of(true);
-    assert_eq!(
-        crate::flex::fused_calls()[4],
-        before,
-        "tracked: Burn's attention"
-    );
-    assert_eq!(tracked, grads_of(false));
-    assert!(tracked.iter().all(|x| x.iter().any(|&v| v != 0.0)));
-    // nothing tracked (inference on an autodiff device): the kernel
+    let before = crate::flex::fused_calls();
     let [q, k, v, bias] = attn_tensors(&c, &ad);
     let o = attention(q, k, v, bias).unwrap();
-    assert_eq!(crate::flex::fused_calls()[4], before + 1);
+    let after = crate::flex::fused_calls();
+    assert_eq!(after[4], before[4] + 1);
+    assert_eq!(after[10], before[10], "nothing to differentiate");
     assert_close("untracked", &vec_of(o), &ref_attention(&c), 2e-5, 1e-5);
 }
 

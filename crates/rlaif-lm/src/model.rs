@@ -365,9 +365,10 @@ impl Attention {
             (k, v) = LayerCache::append(slot, past, k, v);
         }
         // Grouped-query attention (the n_heads / n_kv_heads query heads of a group share its
-        // keys and values, never repeated per head); on flex inference a kernel that reads the
-        // cache view in place: a prefill skips the key tiles the bias masks, a decoding step
-        // reads each key and value row where it lies
+        // keys and values, never repeated per head); on flex a kernel that reads the cache
+        // view in place: a prefill or a training forward skips the key tiles the bias masks
+        // (training with a backward of its own), a decoding step reads each key and value
+        // row where it lies
         let o = rlaif_kernels::attention(q, k, v, ctx.bias.clone())
             .expect("q, k, v and the bias are shaped from the config and the batch");
         self.o_proj

@@ -36,9 +36,9 @@ use crate::simd::{Isa, LANES, fast_exp, fmadd, isa};
 use rayon::prelude::*;
 
 /// Keys per tile: four 16-lane registers of scores per row.
-const KEY_TILE: usize = 64;
+pub(super) const KEY_TILE: usize = 64;
 /// Registers per tile row (`KEY_TILE / LANES`), and per 64 padded dimensions.
-const VECS: usize = KEY_TILE / LANES;
+pub(super) const VECS: usize = KEY_TILE / LANES;
 /// Rows (query heads × positions) a task aims for: enough to reuse each key tile, few enough
 /// that a causal prefill has many tasks to balance over the threads.
 const TARGET_ROWS: usize = 64;
@@ -127,7 +127,7 @@ fn masked(x: f32) -> bool {
 }
 
 /// The first and one past the last unmasked key of a bias row.
-fn key_range(row: &[f32]) -> (usize, usize) {
+pub(super) fn key_range(row: &[f32]) -> (usize, usize) {
     match row.iter().position(|&x| !masked(x)) {
         Some(lo) => (
             lo,
@@ -151,45 +151,15 @@ pub(crate) fn attention(
     dims: Dims,
 ) -> Vec<f32> {
     let Dims { b, h, g, s, t, d } = dims;
-    assert!(
-        g > 0 && h % g == 0,
-        "attention: {h} query heads, {g} key/value heads"
-    );
-    assert_eq!(q.len(), b * h * s * d, "attention: q is not [b, h, s, d]");
-    assert!(
-        k_layout.fits(dims, k.len()),
-        "attention: k is not [b, g, t, d]"
-    );
-    assert!(
-        v_layout.fits(dims, v.len()),
-        "attention: v is not [b, g, t, d]"
-    );
-    assert_eq!(bias.len(), b * s * t, "attention: bias is not [b, 1, s, t]");
+    check(q, (k, k_layout), (v, v_layout), bias, dims);
     let mut out = vec![0f32; q.len()];
     if out.is_empty() || t == 0 {
         return out;
     }
     let parallel = b * h * s * t * d >= PARALLEL_WORK;
-    let ranges: Vec<(usize, usize)> = if parallel {
-        bias.par_chunks(t).map(key_range).collect()
-    } else {
-        bias.chunks(t).map(key_range).collect()
-    };
+    let ranges = ranges(bias, t, parallel);
+    let inputs = Inputs::new(q, (k, k_layout), (v, v_layout), bias, &ranges, dims);
     let n_rep = h / g;
-    let block = TARGET_ROWS.div_ceil(n_rep).clamp(1, s);
-    let inputs = Inputs {
-        q,
-        k,
-        v,
-        k_layout,
-        v_layout,
-        bias,
-        ranges: &ranges,
-        dims,
-        block,
-        dp: d.div_ceil(KEY_TILE) * KEY_TILE,
-        scale: 1.0 / (d as f32).sqrt(),
-    };
     let isa = isa();
     if n_rep * s <= crate::FUSED_MIN_ROWS {
         // decoding: one task per query head, [s, d] each, in the order of `out`
@@ -204,18 +174,57 @@ pub(crate) fn attention(
         }
         return out;
     }
+    tiled(isa, &inputs, parallel).0
+}
+
+/// [`attention`] through the tiled path whatever the number of rows, with the log-sum-exp of
+/// each query row's scores (`[b, h, s]`, `-inf` for a row whose bias masks every key): the
+/// forward of training, whose backward
+/// ([`attention_backward`](super::attention_backward::attention_backward)) rebuilds the
+/// probabilities from it. Returns `(out, lse)`.
+///
+/// # Panics
+/// As [`attention`].
+pub(crate) fn attention_with_lse(
+    q: &[f32],
+    (k, k_layout): (&[f32], KvLayout),
+    (v, v_layout): (&[f32], KvLayout),
+    bias: &[f32],
+    dims: Dims,
+) -> (Vec<f32>, Vec<f32>) {
+    let Dims { b, h, s, t, d, .. } = dims;
+    check(q, (k, k_layout), (v, v_layout), bias, dims);
+    if b * h * s * d == 0 || t == 0 {
+        return (
+            vec![0f32; b * h * s * d],
+            vec![f32::NEG_INFINITY; b * h * s],
+        );
+    }
+    let parallel = b * h * s * t * d >= PARALLEL_WORK;
+    let ranges = ranges(bias, t, parallel);
+    let inputs = Inputs::new(q, (k, k_layout), (v, v_layout), bias, &ranges, dims);
+    tiled(isa(), &inputs, parallel)
+}
+
+/// The tiled path: tasks (sequence, group, query block); returns `(out, lse)`.
+fn tiled(isa: Isa, inputs: &Inputs, parallel: bool) -> (Vec<f32>, Vec<f32>) {
+    let Dims { b, h, g, s, d, .. } = inputs.dims;
+    let (n_rep, block) = (h / g, inputs.block);
+    let mut out = vec![0f32; b * h * s * d];
+    let mut lse = vec![f32::NEG_INFINITY; b * h * s];
     let blocks = s.div_ceil(block);
-    // tasks (sequence, group, query block), each returning its rows [n_rep, len, d]
+    // tasks (sequence, group, query block), each returning its rows [n_rep, len, d] and
+    // their log-sum-exps [n_rep, len]
     let task = |task: usize| {
         let (bg, blk) = (task / blocks, task % blocks);
-        run_task(isa, &inputs, bg / g, bg % g, blk)
+        run_task(isa, inputs, bg / g, bg % g, blk)
     };
-    let results: Vec<Vec<f32>> = if parallel {
+    let results: Vec<(Vec<f32>, Vec<f32>)> = if parallel {
         (0..b * g * blocks).into_par_iter().map(task).collect()
     } else {
         (0..b * g * blocks).map(task).collect()
     };
-    for (task, rows) in results.iter().enumerate() {
+    for (task, (rows, row_lse)) in results.iter().enumerate() {
         let (bg, blk) = (task / blocks, task % blocks);
         let (bi, gi) = (bg / g, bg % g);
         let (p0, len) = (blk * block, block.min(s - blk * block));
@@ -223,13 +232,70 @@ pub(crate) fn attention(
             let head = gi * n_rep + rep;
             let dst = ((bi * h + head) * s + p0) * d;
             out[dst..dst + len * d].copy_from_slice(&rows[rep * len * d..(rep + 1) * len * d]);
+            let dst = (bi * h + head) * s + p0;
+            lse[dst..dst + len].copy_from_slice(&row_lse[rep * len..(rep + 1) * len]);
         }
     }
-    out
+    (out, lse)
+}
+
+/// The shape checks of [`attention`] and [`attention_with_lse`].
+fn check(
+    q: &[f32],
+    (k, kl): (&[f32], KvLayout),
+    (v, vl): (&[f32], KvLayout),
+    bias: &[f32],
+    dims: Dims,
+) {
+    let Dims { b, h, g, s, t, d } = dims;
+    assert!(
+        g > 0 && h % g == 0,
+        "attention: {h} query heads, {g} key/value heads"
+    );
+    assert_eq!(q.len(), b * h * s * d, "attention: q is not [b, h, s, d]");
+    assert!(kl.fits(dims, k.len()), "attention: k is not [b, g, t, d]");
+    assert!(vl.fits(dims, v.len()), "attention: v is not [b, g, t, d]");
+    assert_eq!(bias.len(), b * s * t, "attention: bias is not [b, 1, s, t]");
+}
+
+/// Per bias row (rows of `t`), the first and one past the last unmasked key.
+fn ranges(bias: &[f32], t: usize, parallel: bool) -> Vec<(usize, usize)> {
+    if parallel {
+        bias.par_chunks(t).map(key_range).collect()
+    } else {
+        bias.chunks(t).map(key_range).collect()
+    }
+}
+
+impl<'a> Inputs<'a> {
+    /// The inputs of one call, with a query block of [`TARGET_ROWS`] rows.
+    fn new(
+        q: &'a [f32],
+        (k, k_layout): (&'a [f32], KvLayout),
+        (v, v_layout): (&'a [f32], KvLayout),
+        bias: &'a [f32],
+        ranges: &'a [(usize, usize)],
+        dims: Dims,
+    ) -> Self {
+        let n_rep = dims.h / dims.g;
+        Self {
+            q,
+            k,
+            v,
+            k_layout,
+            v_layout,
+            bias,
+            ranges,
+            dims,
+            block: TARGET_ROWS.div_ceil(n_rep).clamp(1, dims.s),
+            dp: dims.d.div_ceil(KEY_TILE) * KEY_TILE,
+            scale: 1.0 / (dims.d as f32).sqrt(),
+        }
+    }
 }
 
 /// One task on the best instruction set of this CPU.
-fn run_task(isa: Isa, x: &Inputs, bi: usize, gi: usize, blk: usize) -> Vec<f32> {
+fn run_task(isa: Isa, x: &Inputs, bi: usize, gi: usize, blk: usize) -> (Vec<f32>, Vec<f32>) {
     match isa {
         // SAFETY: the features were detected at run time in `isa()`.
         #[cfg(target_arch = "x86_64")]
@@ -243,19 +309,25 @@ fn run_task(isa: Isa, x: &Inputs, bi: usize, gi: usize, blk: usize) -> Vec<f32> 
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
-fn task_avx512(x: &Inputs, bi: usize, gi: usize, blk: usize) -> Vec<f32> {
+fn task_avx512(x: &Inputs, bi: usize, gi: usize, blk: usize) -> (Vec<f32>, Vec<f32>) {
     task_impl::<true>(x, bi, gi, blk)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn task_avx2(x: &Inputs, bi: usize, gi: usize, blk: usize) -> Vec<f32> {
+fn task_avx2(x: &Inputs, bi: usize, gi: usize, blk: usize) -> (Vec<f32>, Vec<f32>) {
     task_impl::<true>(x, bi, gi, blk)
 }
 
-/// The rows of sequence `bi`, group `gi`, query block `blk`: `[n_rep, len, d]`.
+/// The rows of sequence `bi`, group `gi`, query block `blk`: `[n_rep, len, d]`, and their
+/// log-sum-exps `[n_rep, len]` (`-inf` for a row whose bias masks every key).
 #[inline(always)]
-fn task_impl<const FMA: bool>(x: &Inputs, bi: usize, gi: usize, blk: usize) -> Vec<f32> {
+fn task_impl<const FMA: bool>(
+    x: &Inputs,
+    bi: usize,
+    gi: usize,
+    blk: usize,
+) -> (Vec<f32>, Vec<f32>) {
     let Dims { h, g, s, t, d, .. } = x.dims;
     let (n_rep, dp) = (h / g, x.dp);
     let (p0, len) = (blk * x.block, x.block.min(s - blk * x.block));
@@ -328,13 +400,17 @@ fn task_impl<const FMA: bool>(x: &Inputs, bi: usize, gi: usize, blk: usize) -> V
     }
     // [n_rep, len, d], normalised
     let mut rows_out = vec![0f32; rows * d];
+    let mut lse = vec![f32::NEG_INFINITY; rows];
     for r in 0..rows {
         let inv = if l[r] > 0.0 { 1.0 / l[r] } else { 0.0 };
         for (o, &a) in rows_out[r * d..(r + 1) * d].iter_mut().zip(&out[r * dp..]) {
             *o = a * inv;
         }
+        if l[r] > 0.0 {
+            lse[r] = m[r] + l[r].ln();
+        }
     }
-    rows_out
+    (rows_out, lse)
 }
 
 /// One decoding task on the best instruction set of this CPU.
@@ -518,7 +594,7 @@ fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
 
 /// The 64 scores `q · k_j` of one row against a transposed key tile `kt: [dp, 64]`.
 #[inline(always)]
-fn scores<const FMA: bool>(q: &[f32], kt: &[f32]) -> [f32; KEY_TILE] {
+pub(super) fn scores<const FMA: bool>(q: &[f32], kt: &[f32]) -> [f32; KEY_TILE] {
     let mut acc = [[0f32; LANES]; VECS];
     for (c, &qc) in q.iter().enumerate() {
         let row = &kt[c * KEY_TILE..(c + 1) * KEY_TILE];
@@ -538,7 +614,12 @@ fn scores<const FMA: bool>(q: &[f32], kt: &[f32]) -> [f32; KEY_TILE] {
 /// `o ← o · correction + Σ_j p_j · vt[j]` for one row (`o: [dp]`, `vt: [64, dp]`), 64
 /// dimensions (four registers, four independent chains) at a time.
 #[inline(always)]
-fn accumulate<const FMA: bool>(o: &mut [f32], p: &[f32; KEY_TILE], vt: &[f32], correction: f32) {
+pub(super) fn accumulate<const FMA: bool>(
+    o: &mut [f32],
+    p: &[f32; KEY_TILE],
+    vt: &[f32],
+    correction: f32,
+) {
     let dp = o.len();
     for c0 in (0..dp).step_by(KEY_TILE) {
         let mut acc = [[0f32; LANES]; VECS];

@@ -4,7 +4,8 @@
 //! - [`token_stats`]: the token log-prob / entropy statistics, forward and backward;
 //! - [`gae`]: generalised advantage estimation per row;
 //! - [`small_m`]: `x · W` for at most eight rows of `x`, the columns split across threads;
-//! - [`attention`]: grouped-query attention with a bias, skipping the key tiles it masks;
+//! - [`attention`]: grouped-query attention with a bias, skipping the key tiles it masks, and
+//!   [`attention_backward`], its backward;
 //! - [`elementwise`]: SwiGLU's gating and RMSNorm, forward and backward, and the AdamW step,
 //!   one pass each;
 //!
@@ -12,6 +13,7 @@
 //! [`huge_page_buffer`].
 
 mod attention;
+mod attention_backward;
 mod elementwise;
 mod gae;
 mod huge_page_buffer;
@@ -73,12 +75,13 @@ enum Kernel {
     RmsNorm = 7,
     RmsNormBackward = 8,
     AdamW = 9,
+    AttentionBackward = 10,
 }
 
 #[cfg(test)]
 thread_local! {
     /// Calls of each fused kernel made on this thread (tests only).
-    static CALLS: std::cell::Cell<[usize; 10]> = const { std::cell::Cell::new([0; 10]) };
+    static CALLS: std::cell::Cell<[usize; 11]> = const { std::cell::Cell::new([0; 11]) };
 }
 
 /// Whether the elementwise kernels agree on the baseline and the best instruction set.
@@ -94,8 +97,9 @@ pub(crate) fn small_m_available() -> bool {
 }
 
 /// Calls of the fused kernels made **on the calling thread** so far (tests only), as
-/// `[token_stats, token_stats_backward, gae, linear on the small-row kernel, attention,
-/// swiglu, swiglu_backward, rms_norm, rms_norm_backward, adamw]`.
+/// `[token_stats, token_stats_backward, gae, linear on the small-row kernel, attention (with
+/// or without the log-sum-exps), swiglu, swiglu_backward, rms_norm, rms_norm_backward, adamw,
+/// attention_backward]`.
 ///
 /// Per thread, so that a test proves that *its own* call took the fused path: parallel tests
 /// run on other threads and cannot move this thread's counts. The kernels are entered on the
@@ -103,7 +107,7 @@ pub(crate) fn small_m_available() -> bool {
 /// backward pass (a mutex-guarded graph, no worker thread) all run synchronously on the
 /// caller; only the rows inside a kernel are spread over rayon workers, after the count.
 #[cfg(test)]
-pub(crate) fn fused_calls() -> [usize; 10] {
+pub(crate) fn fused_calls() -> [usize; 11] {
     CALLS.with(|c| c.get())
 }
 
@@ -208,9 +212,7 @@ impl RlKernels for Flex {
             return crate::attention::burn_attention::<Flex>(q, k, v, bias);
         }
         count(Kernel::Attention);
-        let [b, h, s, d] = crate::attention::dims4(q.layout().shape());
-        let [_, g, t, _] = crate::attention::dims4(k.layout().shape());
-        let dims = attention::Dims { b, h, g, s, t, d };
+        let dims = attention_dims(&q, &k);
         let (q, bias) = (contiguous(q), contiguous(bias));
         // keys and values where they lie when each head's rows are contiguous (a KV cache
         // with spare room is such a view), otherwise copied
@@ -223,7 +225,57 @@ impl RlKernels for Flex {
             bias.as_slice::<f32>().expect("contiguous f32 bias"),
             dims,
         );
+        let attention::Dims { b, h, s, d, .. } = dims;
         FlexTensor::from_data(TensorData::new(out, [b, h, s, d]))
+    }
+
+    fn grouped_attention_with_lse(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        bias: FlexTensor,
+    ) -> FlexTensor {
+        count(Kernel::Attention);
+        let dims = attention_dims(&q, &k);
+        let (q, bias) = (contiguous(q), contiguous(bias));
+        let (k, k_layout) = heads_in_place(k, dims);
+        let (v, v_layout) = heads_in_place(v, dims);
+        let (mut out, lse) = attention::attention_with_lse(
+            f32_slice(&q),
+            (k.storage::<f32>(), k_layout),
+            (v.storage::<f32>(), v_layout),
+            f32_slice(&bias),
+            dims,
+        );
+        out.extend_from_slice(&lse);
+        let len = out.len();
+        FlexTensor::from_data(TensorData::new(out, [len]))
+    }
+
+    fn grouped_attention_backward(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        bias: FlexTensor,
+        out: FlexTensor,
+        lse: FlexTensor,
+        grad: FlexTensor,
+    ) -> FlexTensor {
+        count(Kernel::AttentionBackward);
+        let dims = attention_dims(&q, &k);
+        let [q, k, v, bias, out, lse, grad] = [q, k, v, bias, out, lse, grad].map(contiguous);
+        let packed = attention_backward::attention_backward(
+            f32_slice(&q),
+            f32_slice(&k),
+            f32_slice(&v),
+            f32_slice(&bias),
+            f32_slice(&out),
+            f32_slice(&lse),
+            f32_slice(&grad),
+            dims,
+        );
+        let len = packed.len();
+        FlexTensor::from_data(TensorData::new(packed, [len]))
     }
 
     fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
@@ -303,6 +355,13 @@ fn adamw_flex(
         s,
     );
     FlexTensor::from_data(TensorData::new(out, [3, n]))
+}
+
+/// The shapes of an attention call from `q: [b, h, s, d]` and `k: [b, g, t, d]`.
+fn attention_dims(q: &FlexTensor, k: &FlexTensor) -> attention::Dims {
+    let [b, h, s, d] = crate::attention::dims4(q.layout().shape());
+    let [_, g, t, _] = crate::attention::dims4(k.layout().shape());
+    attention::Dims { b, h, g, s, t, d }
 }
 
 /// A `[b, g, t, d]` key or value tensor and where its heads lie in its storage: in place when
