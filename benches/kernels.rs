@@ -33,6 +33,12 @@
 //!   multiply-adds of a causal forward and backward (`6 · B · H · D · Σ visible`: `q kᵀ` and
 //!   `p v`, then `dV`, `dP`, `dQ` and `dK`; the kernel also recomputes `q kᵀ`).
 //!
+//! - `rope/{fused,default}/<shape>`: rotary position embedding of one layer's queries (9
+//!   heads of 64) read as the model has them, a transposed view of the projection:
+//!   `decode_b1` (one position: the cost is the ops' overhead, seven small ops against one),
+//!   `prefill1024`, and `4x256_fwd_bwd` (forward and backward under autodiff). Bytes: `x`
+//!   read and written and the tables read once (twice for forward + backward).
+//!
 //! - `swiglu/{fused,default}/<shape>` and `rms_norm/{fused,default}/<shape>`: SwiGLU's gating
 //!   `silu(gate) · up` on `[B, S, 1536]` and RMSNorm on `[B, S, 576]` (SmolLM2's widths) for a
 //!   1024-token prefill (`1x1024`) and a 4 × 256 training batch (`4x256`), forward, and
@@ -366,6 +372,50 @@ fn bench_attention_train(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_rope(c: &mut Criterion) {
+    let device = Device::flex();
+    device.seed(15);
+    let normal = Distribution::Normal(0.0, 1.0);
+    let mut g = c.benchmark_group("rope");
+    g.sample_size(20).measurement_time(Duration::from_secs(3));
+    type Rope = fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>;
+    let ropes: [(&str, Rope); 2] = [
+        ("fused", |x, c, s| k::rope(x, c, s).unwrap()),
+        ("default", k::rope_default),
+    ];
+    // the queries of one layer as the model has them: the projection [B, S, 9, 64] read as
+    // [B, 9, S, 64]; a decoding step (one position), a 1024-token prefill, the train step
+    for (name, b, s, bwd) in [
+        ("decode_b1", 1usize, 1usize, false),
+        ("prefill1024", 1, 1024, false),
+        ("4x256_fwd_bwd", 4, 256, true),
+    ] {
+        let (h, d) = (9usize, 64usize);
+        let x = Tensor::<4>::random([b, s, h, d], normal, &device);
+        let cos = Tensor::<4>::random([b, 1, s, d], normal, &device);
+        let sin = Tensor::<4>::random([b, 1, s, d], normal, &device);
+        // x read and written, the tables read once (forward; twice that with the backward)
+        let bytes = 4 * (2 * b * s * h * d + 2 * b * s * d) as u64;
+        g.throughput(Throughput::Bytes(if bwd { 2 * bytes } else { bytes }));
+        for (v, f) in ropes {
+            g.bench_function(format!("{v}/{name}"), |bench| {
+                bench.iter(|| {
+                    let (c, sn) = (cos.clone(), sin.clone());
+                    if bwd {
+                        let xt = x.clone().autodiff().require_grad();
+                        let y = f(xt.clone().swap_dims(1, 2), c.autodiff(), sn.autodiff());
+                        let grads = y.sum().backward();
+                        black_box(xt.grad(&grads).unwrap());
+                    } else {
+                        black_box(f(x.clone().swap_dims(1, 2), c, sn).into_data());
+                    }
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn bench_elementwise(c: &mut Criterion) {
     let device = Device::flex();
     device.seed(13);
@@ -491,6 +541,7 @@ criterion_group!(
     bench_linear,
     bench_attention,
     bench_attention_train,
+    bench_rope,
     bench_elementwise,
     bench_adamw
 );

@@ -8,7 +8,7 @@
 //! autodiff) and run the *default body* (plain, differentiable Burn tensor ops) everywhere else.
 //! No code path assumes a particular backend.
 //!
-//! The extension has twelve operations:
+//! The extension has fourteen operations:
 //!
 //! - [`RlKernels::token_stats`]: per row of `[N, V]` logits, the packed statistics
 //!   `[log p(label), entropy, logsumexp]` of `softmax(logits · inv_temperature)`, shape `[N, 3]`.
@@ -22,6 +22,8 @@
 //!   [`crate::attention()`]); [`RlKernels::grouped_attention_with_lse`] and
 //!   [`RlKernels::grouped_attention_backward`]: its forward for training (with each row's
 //!   log-sum-exp) and its backward.
+//! - [`RlKernels::rope`] and [`RlKernels::rope_backward`]: rotary position embedding and its
+//!   gradient (see [`crate::rope()`]).
 //! - [`RlKernels::swiglu`] and [`RlKernels::swiglu_backward`]: `silu(gate) · up` and its two
 //!   gradients (see [`crate::swiglu()`]).
 //! - [`RlKernels::rms_norm`] and [`RlKernels::rms_norm_backward`]: RMSNorm over rows and its
@@ -31,7 +33,7 @@
 //! The autodiff implementation registers a custom backward for `token_stats` that saves only the
 //! logits (a reference-counted handle, not a copy), the labels and the `[N, 3]` statistics, for
 //! `swiglu` and `rms_norm` backwards that save their inputs (handles) and recompute the
-//! rest, and for `grouped_attention` one that saves its inputs, output and per-row
+//! rest, for `rope` one that saves only the tables, and for `grouped_attention` one that saves its inputs, output and per-row
 //! log-sum-exps and rebuilds the probabilities tile by tile.
 
 // without a backend feature the generated dispatch methods have no arm that reads their scalars
@@ -137,6 +139,23 @@ pub trait RlKernels: Backend {
         out: FloatTensor<Self>,
         lse: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// Rotary position embedding `x · cos + rotate_half(x) · sin` for float32 `x: [B, H, S, D]`
+    /// (any layout whose rows of `D` are contiguous) and `cos`, `sin: [B, 1, S, D]`; returns a
+    /// contiguous `[B, H, S, D]` (see [`crate::rope()`]).
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// The gradient of `Σ grad · rope(x, cos, sin)` with respect to `x` (`[B, H, S, D]`):
+    /// `grad · cos + rotate_halfᵀ(grad · sin)`, `rotate_halfᵀ([y₁, y₂]) = [y₂, −y₁]`.
+    fn rope_backward(
+        grad: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
     /// `gate · σ(gate) · up` for float32 `gate`, `up` of the same shape `[N]`.
@@ -248,6 +267,15 @@ pub(crate) fn dispatch_attention(
         k.into_dispatch(),
         v.into_dispatch(),
         bias.into_dispatch(),
+    ))
+}
+
+/// Calls [`RlKernels::rope`] through the dispatch backend.
+pub(crate) fn dispatch_rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as RlKernels>::rope(
+        x.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
     ))
 }
 
@@ -385,6 +413,24 @@ impl<B: Backend + RlKernels> Backward<B, 3> for AttentionBackward {
         }
         if let Some(node) = v_node {
             grads.register::<B>(node.id, at(nq + nkv, nkv, kv_shape.clone()));
+        }
+    }
+}
+
+/// Backward step of [`RlKernels::rope`] under autodiff.
+#[derive(Debug)]
+struct RopeBackward;
+
+impl<B: Backend + RlKernels> Backward<B, 1> for RopeBackward {
+    /// cos, sin
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (cos, sin) = ops.state;
+        if let Some(node) = x_node {
+            grads.register::<B>(node.id, B::rope_backward(grad, cos, sin));
         }
     }
 }
@@ -560,6 +606,40 @@ impl<B: Backend + RlKernels, C: CheckpointStrategy> RlKernels for Autodiff<B, C>
             out.into_primitive(),
             lse.into_primitive(),
             grad.into_primitive(),
+        ))
+    }
+
+    /// The tables get no gradient: [`crate::rope()`] sends tracked tables to the default
+    /// body.
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (cos, sin) = (cos.into_primitive(), sin.into_primitive());
+        match RopeBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::rope(x.into_primitive(), cos.clone(), sin.clone());
+                prep.finish((cos, sin), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::rope(x.into_primitive(), cos, sin)),
+        }
+    }
+
+    /// Not differentiable again (no double backward): the result is an untracked leaf.
+    fn rope_backward(
+        grad: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        <FloatTensor<Self>>::new(B::rope_backward(
+            grad.into_primitive(),
+            cos.into_primitive(),
+            sin.into_primitive(),
         ))
     }
 

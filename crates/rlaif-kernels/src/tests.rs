@@ -1949,3 +1949,150 @@ fn adamw_step_kernel_equals_the_default_body_bit_for_bit() {
         .to_string();
     assert!(e.contains("time counts from 1"), "{e}");
 }
+
+// ---------------------------------------------------------------- rope -------------------
+
+/// RoPE tables `[b, 1, s, d]` at per-sequence positions `start[bi] + i`, in the model's
+/// layout (the half-row of angles twice), and an f64 reference of the rotation.
+fn rope_tables(b: usize, s: usize, d: usize, start: &[usize]) -> (Vec<f32>, Vec<f32>) {
+    let half = d / 2;
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for &p0 in start.iter().take(b) {
+        for i in 0..s {
+            for j in 0..d {
+                let inv = 10000f64.powf(-((2 * (j % half)) as f64) / d as f64);
+                let a = (p0 + i) as f64 * inv;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+    }
+    (cos, sin)
+}
+
+/// `x [b, h, s, d]` rotated pairwise in f64: dimension `j < d/2` pairs with `j + d/2`.
+fn ref_rope(x: &[f32], cos: &[f32], sin: &[f32], [b, h, s, d]: [usize; 4]) -> Vec<f64> {
+    let half = d / 2;
+    let mut out = vec![0f64; x.len()];
+    for bi in 0..b {
+        for hi in 0..h {
+            for i in 0..s {
+                let r = ((bi * h + hi) * s + i) * d;
+                let t = (bi * s + i) * d;
+                for j in 0..half {
+                    let (x1, x2) = (x[r + j] as f64, x[r + j + half] as f64);
+                    out[r + j] = x1 * cos[t + j] as f64 - x2 * sin[t + j] as f64;
+                    out[r + j + half] =
+                        x2 * cos[t + j + half] as f64 + x1 * sin[t + j + half] as f64;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rope_matches_the_plain_ops_bit_for_bit_on_a_transposed_view_and_a_reference() {
+    let device = dev();
+    // a decoding step's few rows and a prefill's many (split across tasks)
+    for (seed, [b, h, s, d]) in [[2usize, 3, 1, 8], [2, 9, 40, 64], [1, 4, 7, 128]]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = rng(300 + seed as u64);
+        let x: Vec<f32> = (0..b * h * s * d).map(|_| normal(&mut r)).collect();
+        let (cos, sin) = rope_tables(b, s, d, &[3, 17]);
+        let tables = || {
+            (
+                tensor(cos.clone(), [b, 1, s, d], &device),
+                tensor(sin.clone(), [b, 1, s, d], &device),
+            )
+        };
+        // as the model has it: the projection [b, s, h, d] read as [b, h, s, d]
+        let mut bshd = vec![0f32; x.len()];
+        for bi in 0..b {
+            for hi in 0..h {
+                for i in 0..s {
+                    let src = ((bi * h + hi) * s + i) * d;
+                    let dst = ((bi * s + i) * h + hi) * d;
+                    bshd[dst..dst + d].copy_from_slice(&x[src..src + d]);
+                }
+            }
+        }
+        let view = tensor(bshd, [b, s, h, d], &device).swap_dims(1, 2);
+        let plain = tensor(x.clone(), [b, h, s, d], &device);
+        let before = crate::flex::fused_calls()[11];
+        let (c, sn) = tables();
+        let fused_view = vec_of(rope(view, c, sn).unwrap());
+        let (c, sn) = tables();
+        let fused = vec_of(rope(plain.clone(), c, sn).unwrap());
+        assert_eq!(crate::flex::fused_calls()[11], before + 2);
+        let (c, sn) = tables();
+        let default = vec_of(rope_default(plain, c, sn));
+        assert_eq!(fused, default, "[{b}, {h}, {s}, {d}]");
+        assert_eq!(fused_view, default, "view [{b}, {h}, {s}, {d}]");
+        let want = ref_rope(&x, &cos, &sin, [b, h, s, d]);
+        assert_close(
+            &format!("rope [{b}, {h}, {s}, {d}]"),
+            &fused,
+            &want,
+            1e-6,
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn rope_backward_gives_the_plain_ops_gradient() {
+    let ad = dev().autodiff();
+    let [b, h, s, d] = [2usize, 3, 5, 16];
+    let mut r = rng(310);
+    let x: Vec<f32> = (0..b * h * s * d).map(|_| normal(&mut r)).collect();
+    let g: Vec<f32> = (0..b * h * s * d).map(|_| normal(&mut r)).collect();
+    let (cos, sin) = rope_tables(b, s, d, &[0, 9]);
+    let grad_of = |fused: bool| {
+        let x = tensor(x.clone(), [b, h, s, d], &ad).require_grad();
+        let (c, sn) = (
+            tensor(cos.clone(), [b, 1, s, d], &ad),
+            tensor(sin.clone(), [b, 1, s, d], &ad),
+        );
+        let y = if fused {
+            rope(x.clone(), c, sn).unwrap()
+        } else {
+            rope_default(x.clone(), c, sn)
+        };
+        let grads = (y * tensor(g.clone(), [b, h, s, d], &ad)).sum().backward();
+        vec_of(x.grad(&grads).unwrap())
+    };
+    let before = crate::flex::fused_calls();
+    let fused = grad_of(true);
+    let after = crate::flex::fused_calls();
+    assert_eq!((after[11], after[12]), (before[11] + 1, before[12] + 1));
+    assert_eq!(fused, grad_of(false));
+    // the rotation is orthogonal: the gradient is g rotated back, |∂x| = |g| per pair
+    let rotated_back = ref_rope(
+        &g,
+        &cos,
+        &sin.iter().map(|v| -v).collect::<Vec<_>>(),
+        [b, h, s, d],
+    );
+    assert_close("rope backward", &fused, &rotated_back, 1e-6, 1e-6);
+}
+
+#[test]
+fn rope_rejects_an_odd_width_and_tables_of_another_shape() {
+    let device = dev();
+    let x = Tensor::<4>::zeros([1, 2, 3, 5], &device);
+    let t = || Tensor::<4>::zeros([1, 1, 3, 5], &device);
+    let err = rope(x, t(), t()).unwrap_err().to_string();
+    assert!(err.contains("head width 5 is odd"), "{err}");
+    let x = Tensor::<4>::zeros([1, 2, 3, 4], &device);
+    let err = rope(
+        x,
+        Tensor::<4>::zeros([1, 1, 4, 4], &device),
+        Tensor::<4>::zeros([1, 1, 3, 4], &device),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("cos"), "{err}");
+}

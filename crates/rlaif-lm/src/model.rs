@@ -214,12 +214,12 @@ impl Rope {
     }
 }
 
-/// `x·cos + rotate_half(x)·sin` on `[B, H, S, D]`.
+/// `x·cos + rotate_half(x)·sin` on `[B, H, S, D]`: on flex one pass per row that reads the
+/// transposed view of the projection in place and writes the contiguous layout attention
+/// reads, with its own backward (bit for bit the plain ops' results).
 fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-    let d = x.dims()[3];
-    let x1 = x.clone().slice_dim(3, 0..d / 2);
-    let x2 = x.clone().slice_dim(3, d / 2..d);
-    x * cos.clone() + Tensor::cat(vec![-x2, x1], 3) * sin.clone()
+    rlaif_kernels::rope(x, cos.clone(), sin.clone())
+        .expect("the tables are [B, 1, S, head_dim] of the batch's positions; head_dim is even")
 }
 
 /// Cached keys and values of one layer, `[B, KVH, capacity, D]` each (before head

@@ -6,6 +6,7 @@
 //! - [`small_m`]: `x · W` for at most eight rows of `x`, the columns split across threads;
 //! - [`attention`]: grouped-query attention with a bias, skipping the key tiles it masks, and
 //!   [`attention_backward`], its backward;
+//! - [`rope`]: rotary position embedding, forward and backward, reading strided rows;
 //! - [`elementwise`]: SwiGLU's gating and RMSNorm, forward and backward, and the AdamW step,
 //!   one pass each;
 //!
@@ -17,6 +18,7 @@ mod attention_backward;
 mod elementwise;
 mod gae;
 mod huge_page_buffer;
+mod rope;
 mod small_m;
 mod token_stats;
 
@@ -76,12 +78,14 @@ enum Kernel {
     RmsNormBackward = 8,
     AdamW = 9,
     AttentionBackward = 10,
+    Rope = 11,
+    RopeBackward = 12,
 }
 
 #[cfg(test)]
 thread_local! {
     /// Calls of each fused kernel made on this thread (tests only).
-    static CALLS: std::cell::Cell<[usize; 11]> = const { std::cell::Cell::new([0; 11]) };
+    static CALLS: std::cell::Cell<[usize; 13]> = const { std::cell::Cell::new([0; 13]) };
 }
 
 /// Whether the elementwise kernels agree on the baseline and the best instruction set.
@@ -99,7 +103,7 @@ pub(crate) fn small_m_available() -> bool {
 /// Calls of the fused kernels made **on the calling thread** so far (tests only), as
 /// `[token_stats, token_stats_backward, gae, linear on the small-row kernel, attention (with
 /// or without the log-sum-exps), swiglu, swiglu_backward, rms_norm, rms_norm_backward, adamw,
-/// attention_backward]`.
+/// attention_backward, rope, rope_backward]`.
 ///
 /// Per thread, so that a test proves that *its own* call took the fused path: parallel tests
 /// run on other threads and cannot move this thread's counts. The kernels are entered on the
@@ -107,7 +111,7 @@ pub(crate) fn small_m_available() -> bool {
 /// backward pass (a mutex-guarded graph, no worker thread) all run synchronously on the
 /// caller; only the rows inside a kernel are spread over rayon workers, after the count.
 #[cfg(test)]
-pub(crate) fn fused_calls() -> [usize; 11] {
+pub(crate) fn fused_calls() -> [usize; 13] {
     CALLS.with(|c| c.get())
 }
 
@@ -278,6 +282,16 @@ impl RlKernels for Flex {
         FlexTensor::from_data(TensorData::new(packed, [len]))
     }
 
+    fn rope(x: FlexTensor, cos: FlexTensor, sin: FlexTensor) -> FlexTensor {
+        count(Kernel::Rope);
+        rope_flex(x, cos, sin, false)
+    }
+
+    fn rope_backward(grad: FlexTensor, cos: FlexTensor, sin: FlexTensor) -> FlexTensor {
+        count(Kernel::RopeBackward);
+        rope_flex(grad, cos, sin, true)
+    }
+
     fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
         count(Kernel::Swiglu);
         let (gate, up) = (contiguous(gate), contiguous(up));
@@ -355,6 +369,38 @@ fn adamw_flex(
         s,
     );
     FlexTensor::from_data(TensorData::new(out, [3, n]))
+}
+
+/// See [`RlKernels::rope`] and [`RlKernels::rope_backward`]: `x` read where its rows lie
+/// when each row of `d` is contiguous (a transposed view of a projection), otherwise copied.
+fn rope_flex(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, backward: bool) -> FlexTensor {
+    let [b, h, s, d] = crate::attention::dims4(x.layout().shape());
+    let layout = x.layout();
+    let st = layout.strides();
+    let rows_in_place = st.len() == 4 && (st[3] == 1 || d <= 1) && st[..3].iter().all(|&x| x >= 0);
+    let (x, layout) = if rows_in_place {
+        let layout = rope::RowLayout {
+            offset: layout.start_offset(),
+            strides: [st[0] as usize, st[1] as usize, st[2] as usize],
+        };
+        (x, layout)
+    } else {
+        let layout = rope::RowLayout {
+            offset: 0,
+            strides: [h * s * d, s * d, d],
+        };
+        (contiguous(x), layout)
+    };
+    let (cos, sin) = (contiguous(cos), contiguous(sin));
+    let out = rope::rope(
+        x.storage::<f32>(),
+        layout,
+        f32_slice(&cos),
+        f32_slice(&sin),
+        [b, h, s, d],
+        backward,
+    );
+    FlexTensor::from_data(TensorData::new(out, [b, h, s, d]))
 }
 
 /// The shapes of an attention call from `q: [b, h, s, d]` and `k: [b, g, t, d]`.
