@@ -25,6 +25,14 @@ fn normal(r: &mut ChaCha8Rng) -> f32 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
 }
 
+/// A rayon pool of `n` threads, to show that a kernel's result does not depend on it.
+fn pool(n: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
+}
+
 fn vec_of<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.try_into_vec_as::<f32>().unwrap()
 }
@@ -1409,16 +1417,7 @@ fn attention_does_not_depend_on_the_thread_count() {
         let [q, k, v, bias] = attn_tensors(&c, &device);
         vec_of(attention(q, k, v, bias).unwrap())
     };
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap()
-        .install(run);
-    let three = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .build()
-        .unwrap()
-        .install(run);
+    let (one, three) = (pool(1).install(run), pool(3).install(run));
     assert_eq!(one, three);
 }
 
@@ -1551,12 +1550,6 @@ fn attention_backward_does_not_depend_on_the_thread_count() {
     let mut r = rng(86);
     let g: Vec<f32> = (0..2 * 6 * 150 * 64).map(|_| normal(&mut r)).collect();
     let run = || attention_grads(&c, &g, true).0;
-    let pool = |n| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .unwrap()
-    };
     assert_eq!(pool(1).install(run), pool(3).install(run));
 }
 
@@ -1839,12 +1832,6 @@ fn swiglu_and_rms_norm_do_not_depend_on_the_thread_count() {
             vec_of(xt.grad(&grads).unwrap()),
             vec_of(wt.grad(&grads).unwrap()),
         ]
-    };
-    let pool = |n| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .unwrap()
     };
     assert_eq!(pool(1).install(run), pool(3).install(run));
     assert!(crate::flex::elementwise_isas_agree(
