@@ -6,13 +6,14 @@
 //! kernel faults in and zeroes one by one. Two ways to keep those pages:
 //!
 //! - **[`TensorAllocator`]** (feature `mimalloc`, on by default): mimalloc (Leijen, Zorn
-//!   and de Moura 2019, through the `mimalloc` crate) as the program's `#[global_allocator]`, with purging turned off so
-//!   that memory a program frees stays mapped for its next allocation. The `rlaif` command,
-//!   the examples and the benches install it. Measured on the 4 × 256 train step of the
-//!   135M model (`docs/benchmarks.md`, 2026-12-03; three alternating runs of the bench
-//!   binary against one with glibc's `malloc` tuned as below): medians of 3.69, 4.03 and
-//!   4.45 s per step against 5.92, 4.64 and 4.89 s; 2.6–2.7 thousand page faults per run
-//!   against 5.6–11.0 million; a peak resident size of 3.5–3.8 GB against 3.4–5.2 GB.
+//!   and de Moura 2019, through the `mimalloc` crate) as the program's `#[global_allocator]`,
+//!   with purging turned off so that memory a program frees stays mapped for its next
+//!   allocation. The `rlaif` command, the examples and the benches install it. Measured on
+//!   the 4 × 256 train step of the 135M model (`docs/benchmarks.md`, 2026-12-03; three
+//!   alternating runs of the bench binary against one with glibc's `malloc` tuned as below):
+//!   medians of 3.69, 4.03 and 4.45 s per step against 5.92, 4.64 and 4.89 s; 2.6–2.7
+//!   thousand page faults per run against 5.6–11.0 million; a peak resident size of 3.5–3.8
+//!   GB against 3.4–5.2 GB.
 //! - **[`tune_allocator`]**, for programs that keep glibc's `malloc` (the default of Rust
 //!   programs on Linux). glibc serves every block above its mmap threshold with a fresh
 //!   `mmap` and unmaps it when it is freed; the threshold starts at 128 KiB and only rises,
@@ -123,8 +124,9 @@ pub const MMAP_THRESHOLD: usize = 32 << 20;
 /// Sets glibc's `malloc` for tensor work (see the [module docs](self)): blocks up to
 /// [`MMAP_THRESHOLD`] from the heap, and the heap never trimmed. Call it once, first thing
 /// in `main`; later calls do nothing. A program with [`TensorAllocator`] as its global
-/// allocator does not need it (it still helps C code that calls `malloc`). Returns whether the setting is in force: `false` on
-/// targets other than Linux with glibc, or without the `flex` feature, where it does
+/// allocator does not need it (it still helps C code that calls `malloc`). Returns whether
+/// the setting is in force: `false` on targets other than Linux with glibc, or without the
+/// `flex` feature, where it does
 /// nothing.
 pub fn tune_allocator() -> bool {
     imp::tune()

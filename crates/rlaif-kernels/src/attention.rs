@@ -35,11 +35,13 @@ pub const FUSED_MIN_ROWS: usize = 8;
 ///
 /// On flex (float32) this is the
 /// [`RlKernels::grouped_attention`](crate::RlKernels::grouped_attention) kernel, with its
-/// own backward ([`RlKernels::grouped_attention_backward`](crate::RlKernels::grouped_attention_backward))
+/// own backward
+/// ([`RlKernels::grouped_attention_backward`](crate::RlKernels::grouped_attention_backward))
 /// when `q`, `k` or `v` is tracked by autodiff; a tracked `bias` (a learned bias; never a
 /// mask) and every other backend take [`attention_default`]. The kernel's results differ
-/// from Burn's by rounding only (online softmax, other summation order; ≈ 1e-6 relative). `k` and `v` may be views whose
-/// heads are contiguous rows (a slice of a KV cache along `T`): the kernel reads them in place.
+/// from Burn's by rounding only (online softmax, other summation order; ≈ 1e-6 relative).
+/// `k` and `v` may be views whose heads are contiguous rows (a slice of a KV cache along
+/// `T`): the kernel reads them in place.
 ///
 /// # Errors
 /// [`KernelError::ShapeMismatch`](crate::KernelError::ShapeMismatch) if the shapes do not

@@ -33,8 +33,9 @@
 //! The autodiff implementation registers a custom backward for `token_stats` that saves only the
 //! logits (a reference-counted handle, not a copy), the labels and the `[N, 3]` statistics, for
 //! `swiglu` and `rms_norm` backwards that save their inputs (handles) and recompute the
-//! rest, for `rope` one that saves only the tables, and for `grouped_attention` one that saves its inputs, output and per-row
-//! log-sum-exps and rebuilds the probabilities tile by tile.
+//! rest, for `rope` one that saves only the tables, and for `grouped_attention` one that
+//! saves its inputs, output and per-row log-sum-exps and rebuilds the probabilities tile by
+//! tile.
 
 // without a backend feature the generated dispatch methods have no arm that reads their scalars
 #![cfg_attr(not(feature = "flex"), allow(unused_variables))]

@@ -127,7 +127,7 @@ fn masked(x: f32) -> bool {
 }
 
 /// The first and one past the last unmasked key of a bias row.
-pub(super) fn key_range(row: &[f32]) -> (usize, usize) {
+fn key_range(row: &[f32]) -> (usize, usize) {
     match row.iter().position(|&x| !masked(x)) {
         Some(lo) => (
             lo,
@@ -152,9 +152,8 @@ pub(crate) fn attention(
 ) -> Vec<f32> {
     let Dims { b, h, g, s, t, d } = dims;
     check(q, (k, k_layout), (v, v_layout), bias, dims);
-    let mut out = vec![0f32; q.len()];
-    if out.is_empty() || t == 0 {
-        return out;
+    if q.is_empty() || t == 0 {
+        return vec![0f32; q.len()];
     }
     let parallel = b * h * s * t * d >= PARALLEL_WORK;
     let ranges = ranges(bias, t, parallel);
@@ -162,6 +161,7 @@ pub(crate) fn attention(
     let n_rep = h / g;
     let isa = isa();
     if n_rep * s <= crate::FUSED_MIN_ROWS {
+        let mut out = vec![0f32; q.len()];
         // decoding: one task per query head, [s, d] each, in the order of `out`
         let task = |task: usize| run_decode(isa, &inputs, task / h, task % h);
         let results: Vec<Vec<f32>> = if b * h * s * t * d >= DECODE_PARALLEL_WORK {
@@ -174,14 +174,17 @@ pub(crate) fn attention(
         }
         return out;
     }
-    tiled(isa, &inputs, parallel).0
+    let mut packed = tiled(isa, &inputs, parallel);
+    packed.truncate(q.len()); // the output without its log-sum-exps
+    packed
 }
 
 /// [`attention`] through the tiled path whatever the number of rows, with the log-sum-exp of
 /// each query row's scores (`[b, h, s]`, `-inf` for a row whose bias masks every key): the
 /// forward of training, whose backward
 /// ([`attention_backward`](super::attention_backward::attention_backward)) rebuilds the
-/// probabilities from it. Returns `(out, lse)`.
+/// probabilities from it. Returns both in one vector, `out` then `lse`
+/// (`[b·h·s·d + b·h·s]`), as the flex extension hands them over.
 ///
 /// # Panics
 /// As [`attention`].
@@ -191,14 +194,13 @@ pub(crate) fn attention_with_lse(
     (v, v_layout): (&[f32], KvLayout),
     bias: &[f32],
     dims: Dims,
-) -> (Vec<f32>, Vec<f32>) {
+) -> Vec<f32> {
     let Dims { b, h, s, t, d, .. } = dims;
     check(q, (k, k_layout), (v, v_layout), bias, dims);
     if b * h * s * d == 0 || t == 0 {
-        return (
-            vec![0f32; b * h * s * d],
-            vec![f32::NEG_INFINITY; b * h * s],
-        );
+        let mut packed = vec![0f32; b * h * s * d];
+        packed.resize(b * h * s * (d + 1), f32::NEG_INFINITY);
+        return packed;
     }
     let parallel = b * h * s * t * d >= PARALLEL_WORK;
     let ranges = ranges(bias, t, parallel);
@@ -206,12 +208,13 @@ pub(crate) fn attention_with_lse(
     tiled(isa(), &inputs, parallel)
 }
 
-/// The tiled path: tasks (sequence, group, query block); returns `(out, lse)`.
-fn tiled(isa: Isa, inputs: &Inputs, parallel: bool) -> (Vec<f32>, Vec<f32>) {
+/// The tiled path: tasks (sequence, group, query block); returns the output `[b, h, s, d]`
+/// followed by the log-sum-exps `[b, h, s]` in one vector.
+fn tiled(isa: Isa, inputs: &Inputs, parallel: bool) -> Vec<f32> {
     let Dims { b, h, g, s, d, .. } = inputs.dims;
     let (n_rep, block) = (h / g, inputs.block);
-    let mut out = vec![0f32; b * h * s * d];
-    let mut lse = vec![f32::NEG_INFINITY; b * h * s];
+    let mut packed = vec![0f32; b * h * s * (d + 1)];
+    let (out, lse) = packed.split_at_mut(b * h * s * d);
     let blocks = s.div_ceil(block);
     // tasks (sequence, group, query block), each returning its rows [n_rep, len, d] and
     // their log-sum-exps [n_rep, len]
@@ -236,7 +239,7 @@ fn tiled(isa: Isa, inputs: &Inputs, parallel: bool) -> (Vec<f32>, Vec<f32>) {
             lse[dst..dst + len].copy_from_slice(&row_lse[rep * len..(rep + 1) * len]);
         }
     }
-    (out, lse)
+    packed
 }
 
 /// The shape checks of [`attention`] and [`attention_with_lse`].
@@ -259,7 +262,7 @@ fn check(
 }
 
 /// Per bias row (rows of `t`), the first and one past the last unmasked key.
-fn ranges(bias: &[f32], t: usize, parallel: bool) -> Vec<(usize, usize)> {
+pub(super) fn ranges(bias: &[f32], t: usize, parallel: bool) -> Vec<(usize, usize)> {
     if parallel {
         bias.par_chunks(t).map(key_range).collect()
     } else {

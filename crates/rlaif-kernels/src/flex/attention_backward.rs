@@ -21,7 +21,7 @@
 //! the tile's active rows, two keys at a time. Every gradient is computed by one task in a
 //! fixed order, so the results do not depend on the number of threads.
 
-use super::attention::{Dims, KEY_TILE, VECS, accumulate, key_range, scores};
+use super::attention::{Dims, KEY_TILE, VECS, accumulate, ranges, scores};
 use crate::simd::{Isa, LANES, fast_exp, fmadd, isa};
 use rayon::prelude::*;
 
@@ -96,19 +96,14 @@ pub(crate) fn attention_backward(
         return packed;
     }
     let parallel = b * h * s * t * d >= PARALLEL_WORK;
-    let (ranges, delta): (Vec<(usize, usize)>, Vec<f32>) = if parallel {
-        (
-            bias.par_chunks(t).map(key_range).collect(),
-            out.par_chunks(d)
-                .zip(grad.par_chunks(d))
-                .map(row_dot)
-                .collect(),
-        )
+    let ranges = ranges(bias, t, parallel);
+    let delta: Vec<f32> = if parallel {
+        out.par_chunks(d)
+            .zip(grad.par_chunks(d))
+            .map(row_dot)
+            .collect()
     } else {
-        (
-            bias.chunks(t).map(key_range).collect(),
-            out.chunks(d).zip(grad.chunks(d)).map(row_dot).collect(),
-        )
+        out.chunks(d).zip(grad.chunks(d)).map(row_dot).collect()
     };
     let inputs = Inputs {
         q,

@@ -244,16 +244,15 @@ impl RlKernels for Flex {
         let (q, bias) = (contiguous(q), contiguous(bias));
         let (k, k_layout) = heads_in_place(k, dims);
         let (v, v_layout) = heads_in_place(v, dims);
-        let (mut out, lse) = attention::attention_with_lse(
+        let packed = attention::attention_with_lse(
             f32_slice(&q),
             (k.storage::<f32>(), k_layout),
             (v.storage::<f32>(), v_layout),
             f32_slice(&bias),
             dims,
         );
-        out.extend_from_slice(&lse);
-        let len = out.len();
-        FlexTensor::from_data(TensorData::new(out, [len]))
+        let len = packed.len();
+        FlexTensor::from_data(TensorData::new(packed, [len]))
     }
 
     fn grouped_attention_backward(
