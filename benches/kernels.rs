@@ -19,6 +19,12 @@
 //!   ([`rlaif_kernels::quant::QuantMatrix::matmul_rows`], dequantised in registers), as
 //!   `LanguageModel::load_for_inference` runs them for a GGUF model. Bytes: the blocks read
 //!   once (`20·K·N/32`, 0.156 of the f32 weight).
+//! - `linear_bf16/{amx,f32}/MxKxN`: the products of a 4 × 256 train step (`M` = 1024 rows;
+//!   the same `K × N` as above), [`rlaif_kernels::linear_with`] with
+//!   [`rlaif_kernels::MatmulPrecision::Bf16`] (inputs rounded to bf16 and multiplied on AMX
+//!   tiles, f32 sums) against Burn's f32 `matmul` (gemm, AVX-512); and
+//!   `{amx,f32}_fwd_bwd/1024x576x1536`, a projection's forward and backward under autodiff
+//!   (three products). Elements: FLOPs (`2·M·K·N` per product). Skipped without AMX-BF16.
 //! - `attention/{fused,burn}/<shape>`: grouped-query attention at SmolLM2's shapes (9 query
 //!   heads, 3 key/value heads, width 64) with the model's causal bias: `prefill1024` (one
 //!   1024-token prompt), `decode_b8_t64` and `decode_b8_t1024` (one new token for 8 sequences
@@ -285,6 +291,57 @@ fn bench_linear(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_linear_bf16(c: &mut Criterion) {
+    let device = Device::flex();
+    device.seed(15);
+    if !k::bf16_available(&device) {
+        eprintln!("linear_bf16: no AMX-BF16 on this machine, skipped");
+        return;
+    }
+    let mut g = c.benchmark_group("linear_bf16");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    let bf16 = k::MatmulPrecision::Bf16;
+    for (m, kd, n) in [
+        (1024usize, 576usize, 576usize),
+        (1024, 576, 1536),
+        (1024, 1536, 576),
+        (1024, 576, VOCAB),
+    ] {
+        let x = Tensor::<2>::random([m, kd], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<2>::random([kd, n], Distribution::Normal(0.0, 0.05), &device);
+        g.throughput(Throughput::Elements((2 * m * kd * n) as u64));
+        let shape = format!("{m}x{kd}x{n}");
+        g.bench_function(format!("amx/{shape}"), |b| {
+            b.iter(|| {
+                k::linear_with(x.clone(), w.clone(), bf16)
+                    .unwrap()
+                    .into_data()
+            })
+        });
+        g.bench_function(format!("f32/{shape}"), |b| {
+            b.iter(|| x.clone().matmul(w.clone()).into_data())
+        });
+    }
+    // forward and backward (∂x = g·wᵀ, ∂w = xᵀ·g) of a gate projection at the train step
+    let ad = Device::flex().autodiff();
+    let (m, kd, n) = (1024usize, 576usize, 1536usize);
+    let x = Tensor::<2>::random([m, kd], Distribution::Normal(0.0, 1.0), &ad);
+    let w = Tensor::<2>::random([kd, n], Distribution::Normal(0.0, 0.05), &ad);
+    let grad = Tensor::<2>::random([m, n], Distribution::Normal(0.0, 1.0), &ad);
+    g.throughput(Throughput::Elements((6 * m * kd * n) as u64));
+    for (name, precision) in [("amx", bf16), ("f32", k::MatmulPrecision::F32)] {
+        g.bench_function(format!("{name}_fwd_bwd/{m}x{kd}x{n}"), |b| {
+            b.iter(|| {
+                let (x, w) = (x.clone().require_grad(), w.clone().require_grad());
+                let y = k::linear_with(x.clone(), w.clone(), precision).unwrap();
+                let grads = (y * grad.clone()).sum().backward();
+                [x, w].map(|t| t.grad(&grads).unwrap().into_data())
+            })
+        });
+    }
+    g.finish();
+}
+
 fn bench_attention(c: &mut Criterion) {
     let device = Device::flex();
     device.seed(12);
@@ -539,6 +596,7 @@ criterion_group!(
     bench_gae_whiten,
     bench_token_logprobs,
     bench_linear,
+    bench_linear_bf16,
     bench_attention,
     bench_attention_train,
     bench_rope,

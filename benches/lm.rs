@@ -16,7 +16,10 @@
 //!   new token (`generate` with one new token), throughput in prompt tokens/s: the critique
 //!   and revision prompts with their few-shot exemplars are this long.
 //! - `train_step/4x256`: forward + backward of the causal-LM loss on a 4 × 256 batch,
-//!   throughput in tokens/s (the optimizer step is not included).
+//!   throughput in tokens/s (the optimizer step is not included); `train_step/4x256_bf16`:
+//!   the same with `MatmulPrecision::Bf16` (every projection's and the output layer's
+//!   inputs rounded to bf16 and multiplied on AMX tiles, f32 weights and sums; on CPUs with
+//!   AMX-BF16 only), beside PyTorch's bf16 autocast.
 //!
 //! Every bench uses the allocator of the `rlaif` command ([`rlaif_kernels::TensorAllocator`])
 //! and runs on rayon's pool as the command does ([`rlaif_kernels::on_pool`]; `generate`
@@ -32,7 +35,7 @@
 use burn::prelude::*;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rlaif_core::SamplingParams;
-use rlaif_lm::{LanguageModel, score};
+use rlaif_lm::{LanguageModel, MatmulPrecision, score};
 use std::time::Duration;
 
 mod common;
@@ -132,14 +135,23 @@ fn bench_train_step(c: &mut Criterion) {
     let mut g = c.benchmark_group("train_step");
     g.sample_size(10).measurement_time(Duration::from_secs(60));
     g.throughput(Throughput::Elements((b * t) as u64));
-    g.bench_function("4x256", |bench| {
-        common::iter_on_pool(bench, || {
-            let loss = -score::token_logprobs(&lm.model, tokens.clone(), &real)
-                .expect("a 4 × 256 batch")
-                .mean();
-            loss.backward()
-        })
-    });
+    let step = |lm: &LanguageModel| {
+        let loss = -score::token_logprobs(&lm.model, tokens.clone(), &real)
+            .expect("a 4 × 256 batch")
+            .mean();
+        loss.backward()
+    };
+    g.bench_function("4x256", |bench| common::iter_on_pool(bench, || step(&lm)));
+    // the same step with every product's inputs rounded to bf16 on AMX (f32 weights and
+    // sums), beside PyTorch's `torch.autocast("cpu", dtype=torch.bfloat16)`
+    let mut lm = lm;
+    if lm.model.set_matmul_precision(MatmulPrecision::Bf16).is_ok() {
+        g.bench_function("4x256_bf16", |bench| {
+            common::iter_on_pool(bench, || step(&lm))
+        });
+    } else {
+        eprintln!("train_step/4x256_bf16: no AMX-BF16 on this machine, skipped");
+    }
     g.finish();
 }
 

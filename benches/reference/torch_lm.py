@@ -7,7 +7,8 @@ GGUF (dequantised to f32), 2 threads.
 - generate/batch{1,8}: greedy, 32-token prompt, 32 new tokens, KV cache; new tokens/s.
 - prefill/1024: one 1024-token prompt and its first new token (`generate` with one new
   token); prompt tokens/s.
-- train_step/4x256: forward + backward of the causal-LM loss; tokens/s.
+- train_step/4x256: forward + backward of the causal-LM loss; tokens/s; `_bf16`: the same
+  under `torch.autocast("cpu", dtype=torch.bfloat16)`.
 Median of 5 runs after one warm-up. Needs torch, transformers, gguf, accelerate.
 """
 import os
@@ -74,3 +75,16 @@ def step():
 
 t = median_time(step)
 print(f"train_step/4x256: {t*1e3:.0f} ms, {4*256/t:.1f} tokens/s")
+
+
+def step_bf16():
+    # PyTorch's mixed precision on CPU: linear layers' inputs cast to bf16 (oneDNN, AMX where
+    # the CPU has it), f32 weights and f32 gradients
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ids, labels=ids)
+    out.loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+t = median_time(step_bf16)
+print(f"train_step/4x256_bf16 (autocast): {t*1e3:.0f} ms, {4*256/t:.1f} tokens/s")

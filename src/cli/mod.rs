@@ -21,7 +21,7 @@ pub mod settings;
 mod terminal;
 
 pub use interrupt::Interrupt;
-pub use model::{init, load_model, load_model_for_inference};
+pub use model::{init, load_model, load_model_for_inference, set_bf16_matmuls};
 pub use terminal::Terminal;
 
 /// The exit code of a run stopped cleanly by Ctrl-C (128 + SIGINT, as shells report it).

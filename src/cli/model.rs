@@ -1,6 +1,6 @@
 //! Loading the model and setting up logging, the same way in every command and example.
 
-use crate::lm::{LanguageModel, resolve};
+use crate::lm::{LanguageModel, Llama, MatmulPrecision, resolve};
 use anyhow::Context;
 use burn::prelude::Device;
 use std::path::Path;
@@ -19,6 +19,18 @@ pub fn load_model_for_inference(
     device: &Device,
 ) -> anyhow::Result<LanguageModel> {
     load(path, device, |p, d| LanguageModel::load_for_inference(p, d))
+}
+
+/// With `on`, sets `model`'s products to bf16 on AMX (`--bf16-matmuls`,
+/// [`Llama::set_matmul_precision`]); an error naming the flag where the CPU cannot.
+pub fn set_bf16_matmuls(model: &mut Llama, on: bool) -> anyhow::Result<()> {
+    if on {
+        model
+            .set_matmul_precision(MatmulPrecision::Bf16)
+            .context("--bf16-matmuls")?;
+        tracing::info!("bf16 matmuls on AMX (f32 weights and sums)");
+    }
+    Ok(())
 }
 
 fn load(

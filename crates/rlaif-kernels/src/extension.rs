@@ -8,7 +8,7 @@
 //! autodiff) and run the *default body* (plain, differentiable Burn tensor ops) everywhere else.
 //! No code path assumes a particular backend.
 //!
-//! The extension has fourteen operations:
+//! The extension has fifteen operations:
 //!
 //! - [`RlKernels::token_stats`]: per row of `[N, V]` logits, the packed statistics
 //!   `[log p(label), entropy, logsumexp]` of `softmax(logits · inv_temperature)`, shape `[N, 3]`.
@@ -17,7 +17,8 @@
 //!   never stored).
 //! - [`RlKernels::gae`]: generalised advantage estimation over `[B, T]` rows.
 //! - [`RlKernels::project`]: the product `[M, K]·[K, N]`, through a kernel of its own when `M`
-//!   is small (the projections of a decoding step) and the backend's matmul otherwise.
+//!   is small (the projections of a decoding step) and the backend's matmul otherwise;
+//!   [`RlKernels::project_bf16`]: the product with bfloat16 inputs on AMX tiles.
 //! - [`RlKernels::grouped_attention`]: grouped-query attention with an additive bias (see
 //!   [`crate::attention()`]); [`RlKernels::grouped_attention_with_lse`] and
 //!   [`RlKernels::grouped_attention_backward`]: its forward for training (with each row's
@@ -103,6 +104,13 @@ pub trait RlKernels: Backend {
     /// matmul. Under autodiff a tracked product is the backend's differentiable matmul (with
     /// its backward); an untracked one (inference) takes this path.
     fn project(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `x · w` for `x: [M, K]` and `w: [K, N]` (float32, any strides, so a transposed view
+    /// is read in place) with both inputs rounded to bfloat16 and float32 sums, returns
+    /// float32 `[M, N]`: on flex the AMX kernel of [`crate::amx`] (see
+    /// [`crate::linear_with`]). Under autodiff a tracked product's backward is two more such
+    /// products, `∂x = g · wᵀ` and `∂w = xᵀ · g`, as PyTorch's bf16 autocast computes them.
+    fn project_bf16(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// `softmax(q kᵀ / √D + bias) v` for `q: [B, H, S, D]`, `k, v: [B, G, T, D]` (`H` a
     /// multiple of `G`) and `bias: [B, 1, S, T]` (float32), returns `[B, H, S, D]`. On flex a
@@ -256,6 +264,14 @@ pub(crate) fn dispatch_project(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     ))
 }
 
+/// Calls [`RlKernels::project_bf16`] through the dispatch backend.
+pub(crate) fn dispatch_project_bf16(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as RlKernels>::project_bf16(
+        x.into_dispatch(),
+        w.into_dispatch(),
+    ))
+}
+
 /// Calls [`RlKernels::grouped_attention`] through the dispatch backend.
 pub(crate) fn dispatch_attention(
     q: Tensor<4>,
@@ -346,6 +362,29 @@ impl<B: Backend + RlKernels> Backward<B, 2> for SwigluBackward {
         }
         if let Some(node) = up_node {
             grads.register::<B>(node.id, row(1));
+        }
+    }
+}
+
+/// Backward step of [`RlKernels::project_bf16`] under autodiff.
+#[derive(Debug)]
+struct ProjectBf16Backward;
+
+impl<B: Backend + RlKernels> Backward<B, 2> for ProjectBf16Backward {
+    /// x, w
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node, w_node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, w) = ops.state;
+        // y = x·w: ∂x = g·wᵀ, ∂w = xᵀ·g, both read through transposed views (no copies)
+        if let Some(node) = x_node {
+            let wt = B::float_transpose(w);
+            grads.register::<B>(node.id, B::project_bf16(grad.clone(), wt));
+        }
+        if let Some(node) = w_node {
+            grads.register::<B>(node.id, B::project_bf16(B::float_transpose(x), grad));
         }
     }
 }
@@ -522,6 +561,26 @@ impl<B: Backend + RlKernels, C: CheckpointStrategy> RlKernels for Autodiff<B, C>
             <Self as FloatTensorOps<Self>>::float_matmul(x, w)
         } else {
             <FloatTensor<Self>>::new(B::project(x.into_primitive(), w.into_primitive()))
+        }
+    }
+
+    /// A tracked product saves handles to `x` and `w` (as autodiff's matmul does) and
+    /// differentiates with two more bf16 products.
+    fn project_bf16(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        match ProjectBf16Backward
+            .prepare::<C>([x.node(), w.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                // handles, not copies
+                let (xs, ws) = (x.primitive().clone(), w.primitive().clone());
+                let out = B::project_bf16(xs.clone(), ws.clone());
+                prep.finish((xs, ws), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::project_bf16(x.into_primitive(), w.into_primitive()))
+            }
         }
     }
 

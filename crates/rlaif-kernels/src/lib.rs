@@ -20,6 +20,7 @@
 //! | PPO losses | [`ppo_policy_loss`], [`ppo_value_loss`] | Schulman et al. 2017, eq. 7; PPO2 value clipping |
 //! | preference loss | [`bradley_terry_loss`] | Bradley & Terry 1952; Ouyang et al. 2022, eq. 1; Touvron et al. 2023; Eisenstein et al. 2023 |
 //! | projections of a decoding step (`M ≤ 8` rows) | [`linear()`] | memory-bound `[M, K]·[K, N]`, columns split across threads |
+//! | products with bfloat16 inputs on AMX tiles (float32 sums and weights), forward and backward: the bf16 training option | [`linear_with`] with [`MatmulPrecision::Bf16`], [`amx::matmul_bf16`] | Intel AMX `TDPBF16PS`; Kalamkar et al. 2019 (bf16 training); PyTorch's CPU autocast |
 //! | the same from ggml blocks (Q8_0, Q4_0, Q4_1), one weight or several with the same input | [`quant::QuantMatrix::matmul_rows`], [`quant::matmul_rows_many`] | ggml's block formats, dequantised in registers (4-bit blocks through a 16-value table) |
 //! | grouped-query attention with a bias, keys and values read in place from a KV cache with spare room; with its backward (masked key tiles skipped both ways) | [`attention()`] | Ainslie et al. 2023; online softmax: Milakov & Gimelshein 2018, Dao et al. 2022; backward: Dao 2023 (FlashAttention-2) |
 //! | SwiGLU gating `silu(gate) · up`, with its backward | [`swiglu()`] | Shazeer 2020 |
@@ -66,6 +67,7 @@
 
 pub mod adamw;
 pub mod allocator;
+pub mod amx;
 pub mod attention;
 pub mod error;
 pub mod extension;
@@ -111,7 +113,7 @@ pub use error::{KernelError, Result};
 pub use extension::{RlKernels, fused_available};
 pub use gae::{GaeConfig, GaeOutput, gae, gae_default, rewards_at_eos};
 pub use kl::{KlEstimator, kl_estimate};
-pub use linear::{SMALL_M_MAX_ROWS, linear};
+pub use linear::{MatmulPrecision, SMALL_M_MAX_ROWS, bf16_available, linear, linear_with};
 pub use logit_filters::{sample_categorical, top_k_filter, top_p_filter};
 pub use logprobs::{
     token_logprobs, token_logprobs_default, token_logprobs_with_entropy,

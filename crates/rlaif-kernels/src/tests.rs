@@ -1168,6 +1168,88 @@ fn linear_matches_f64_reference_and_takes_the_small_row_kernel_up_to_eight_rows(
     }
 }
 
+/// `bf16(x)` as f64: what the AMX products see.
+fn bf16_f64(x: f32) -> f64 {
+    crate::amx::bf16_value(crate::amx::bf16_bits(x)) as f64
+}
+
+#[test]
+fn bf16_linear_forward_and_backward_match_references_of_the_rounded_inputs() {
+    use crate::{MatmulPrecision, linear_with};
+    let ad = dev().autodiff();
+    let mut r = rng(43);
+    // ragged against the 16 × 32 tiles; more than eight rows
+    let (m, k, n) = (37, 70, 45);
+    let xv: Vec<f32> = (0..m * k).map(|_| normal(&mut r)).collect();
+    let wv: Vec<f32> = (0..k * n).map(|_| normal(&mut r) * 0.1).collect();
+    let g: Vec<f32> = (0..m * n).map(|_| normal(&mut r)).collect();
+    let available = crate::bf16_available(&ad);
+    let before = crate::flex::fused_calls()[13];
+    let x = tensor(xv.clone(), [m, k], &ad).require_grad();
+    let w = tensor(wv.clone(), [k, n], &ad).require_grad();
+    let y = linear_with(x.clone(), w.clone(), MatmulPrecision::Bf16).unwrap();
+    let yv = vec_of(y.clone());
+    let grads = (y * tensor(g.clone(), [m, n], &ad)).sum().backward();
+    let (gx, gw) = (
+        vec_of(x.grad(&grads).unwrap()),
+        vec_of(w.grad(&grads).unwrap()),
+    );
+    // forward, ∂x = g·wᵀ and ∂w = xᵀ·g: three kernel calls where AMX is available
+    assert_eq!(
+        crate::flex::fused_calls()[13] - before,
+        if available { 3 } else { 0 }
+    );
+    let (mut want_y, mut want_gx, mut want_gw) =
+        (vec![0f64; m * n], vec![0f64; m * k], vec![0f64; k * n]);
+    for a in 0..m {
+        for i in 0..k {
+            for j in 0..n {
+                let (xr, wr, gr) = (
+                    bf16_f64(xv[a * k + i]),
+                    bf16_f64(wv[i * n + j]),
+                    bf16_f64(g[a * n + j]),
+                );
+                want_y[a * n + j] += xr * wr;
+                want_gx[a * k + i] += gr * wr;
+                want_gw[i * n + j] += xr * gr;
+            }
+        }
+    }
+    if available {
+        // exact products of the rounded inputs, float32 sums
+        assert_close("bf16 y", &yv, &want_y, 1e-5, 1e-5);
+        assert_close("bf16 ∂x", &gx, &want_gx, 1e-5, 1e-5);
+        assert_close("bf16 ∂w", &gw, &want_gw, 1e-5, 1e-5);
+        // and not the f32 product: the rounding is visible
+        let exact = ref_matmul(&xv, &wv, m, k, n);
+        let off = yv
+            .iter()
+            .zip(&exact)
+            .filter(|(a, b)| (**a as f64 - **b).abs() > 1e-4);
+        assert!(
+            off.count() > m * n / 2,
+            "the product was not rounded to bf16"
+        );
+    } else {
+        // without AMX the setting is ignored: the f32 product
+        assert_close("f32 y", &yv, &ref_matmul(&xv, &wv, m, k, n), 2e-5, 1e-5);
+    }
+    // eight rows or fewer (a decoding step) stay f32 in any case
+    let small = linear_with(
+        tensor(xv[..8 * k].to_vec(), [8, k], &dev()),
+        tensor(wv.clone(), [k, n], &dev()),
+        MatmulPrecision::Bf16,
+    )
+    .unwrap();
+    assert_close(
+        "8 rows",
+        &vec_of(small),
+        &ref_matmul(&xv[..8 * k], &wv, 8, k, n),
+        2e-5,
+        1e-5,
+    );
+}
+
 #[test]
 fn linear_under_autodiff_has_matmul_gradients_and_serves_untracked_inference() {
     let ad = dev().autodiff();

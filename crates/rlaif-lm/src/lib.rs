@@ -72,6 +72,7 @@ pub use config::{LlamaConfig, ModelType};
 pub use error::LmError;
 pub use language_model::LanguageModel;
 pub use model::{KvCache, Llama};
+pub use rlaif_kernels::MatmulPrecision;
 pub use template::ChatTemplate;
 pub use tokenizer::TextTokenizer;
 

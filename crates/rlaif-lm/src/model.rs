@@ -22,6 +22,7 @@ use crate::{LlamaConfig, LmError};
 use burn::module::{ModuleVisitor, Param};
 use burn::nn::Initializer;
 use burn::prelude::*;
+use rlaif_kernels::MatmulPrecision;
 use rlaif_kernels::quant::QuantMatrix;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +44,9 @@ pub struct Proj {
     /// is frozen (see [`Llama::attach_quantized`]); not a parameter.
     #[module(skip)]
     pub quantized: Option<Arc<QuantMatrix>>,
+    /// How the f32 products multiply (see [`Llama::set_matmul_precision`]); not a parameter.
+    #[module(skip)]
+    pub precision: MatmulPrecision,
 }
 
 impl Proj {
@@ -52,6 +56,7 @@ impl Proj {
             weight: INIT_WEIGHTS.init([d_in, d_out], device),
             bias: bias.then(|| Initializer::Zeros.init([d_out], device)),
             quantized: None,
+            precision: MatmulPrecision::F32,
         }
     }
 
@@ -72,7 +77,7 @@ impl Proj {
     pub fn forward_group<const N: usize>(projs: [&Proj; N], x: Tensor<3>) -> [Tensor<3>; N] {
         let ys = match quantized_rows(&x, &projs) {
             Some(ys) => ys,
-            None => projs.map(|p| matmul_rows(x.clone(), p.weight.val())),
+            None => projs.map(|p| matmul_rows(x.clone(), p.weight.val(), p.precision)),
         };
         let mut ys = ys.into_iter();
         std::array::from_fn(|i| {
@@ -87,11 +92,11 @@ impl Proj {
 
 /// `x [B, S, K] · w [K, N] → [B, S, N]` as one `[B·S, K]·[K, N]` product: with at most
 /// eight rows (a decoding step) through `rlaif_kernels::linear`'s multi-threaded small-row
-/// kernel, otherwise `matmul`.
-fn matmul_rows(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
+/// kernel, otherwise `matmul`, or the bf16 product where `precision` asks for it.
+fn matmul_rows(x: Tensor<3>, w: Tensor<2>, precision: MatmulPrecision) -> Tensor<3> {
     let [b, s, k] = x.dims();
     let n = w.dims()[1];
-    rlaif_kernels::linear(x.reshape([b * s, k]), w)
+    rlaif_kernels::linear_with(x.reshape([b * s, k]), w, precision)
         .expect("a projection's input width is its weight's (both from the config)")
         .reshape([b, s, n])
 }
@@ -457,6 +462,10 @@ pub struct Llama {
     /// hidden]`, kept for decoding like [`Proj::quantized`]; not a parameter.
     #[module(skip)]
     pub quantized_head: Option<Arc<QuantMatrix>>,
+    /// How the output projection multiplies (see [`Llama::set_matmul_precision`]); not a
+    /// parameter.
+    #[module(skip)]
+    pub head_precision: MatmulPrecision,
 }
 
 /// Builds the attention mask `[B, 1, S, T]` (true = masked) for `S` new tokens after
@@ -560,6 +569,7 @@ impl LlamaConfig {
             lm_head: (!self.tie_word_embeddings).then(|| INIT_WEIGHTS.init([h, v], device)),
             rope: Rope::new(hd, self.max_position_embeddings, self.rope_theta, device),
             quantized_head: None,
+            head_precision: MatmulPrecision::F32,
         })
     }
 }
@@ -609,7 +619,7 @@ impl Llama {
         let head = self.quantized_head.as_deref();
         match head.and_then(|q| quantized_products(&hidden, &[w], &[q])) {
             Some([y]) => y,
-            None => matmul_rows(hidden, w.val()),
+            None => matmul_rows(hidden, w.val(), self.head_precision),
         }
     }
 
@@ -645,6 +655,38 @@ impl Llama {
             None => fits("model.embed_tokens.weight", &self.embed_tokens),
         };
         count + usize::from(self.quantized_head.is_some())
+    }
+
+    /// Sets how every projection and the output layer multiply:
+    /// [`MatmulPrecision::Bf16`] rounds the inputs of each product of more than eight rows
+    /// (prefill, scoring, training, forward and backward) to bfloat16 and sums in f32 on the
+    /// AMX tile unit, as PyTorch's CPU autocast does for `nn.Linear`; the weights, their
+    /// gradients and everything else (norms, attention, softmax) stay f32. Kept by the
+    /// optimizer's updates (it is not a parameter); not saved with the weights.
+    ///
+    /// # Errors
+    /// [`LmError::Backend`] for [`MatmulPrecision::Bf16`] where it cannot run (another
+    /// backend than flex, or a CPU without AMX-BF16: `rlaif_kernels::bf16_available`).
+    pub fn set_matmul_precision(&mut self, precision: MatmulPrecision) -> Result<(), LmError> {
+        if precision == MatmulPrecision::Bf16 && !rlaif_kernels::bf16_available(&self.device()) {
+            return Err(LmError::Backend(
+                "bf16 matmuls need the flex backend on a CPU with AMX-BF16 (Intel Sapphire \
+                 Rapids or later) and a Linux kernel that grants it"
+                    .into(),
+            ));
+        }
+        for layer in &mut self.layers {
+            for (_, proj) in layer.projections_mut() {
+                proj.precision = precision;
+            }
+        }
+        self.head_precision = precision;
+        Ok(())
+    }
+
+    /// The precision set by [`Llama::set_matmul_precision`] (that of the output layer).
+    pub fn matmul_precision(&self) -> MatmulPrecision {
+        self.head_precision
     }
 
     /// Drops every weight's ggml blocks (see [`Llama::attach_quantized`]): from then on every

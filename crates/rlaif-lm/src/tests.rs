@@ -633,3 +633,75 @@ fn quantised_blocks_are_read_only_for_frozen_decoding_products() {
     frozen.model.drop_quantized();
     assert_eq!(logits_of(&frozen, short), want, "dropped: f32");
 }
+
+#[test]
+fn bf16_matmuls_round_the_products_and_are_kept_through_an_optimizer_step() {
+    use crate::MatmulPrecision;
+    use burn::module::{ModuleMapper, Param};
+    /// One step of plain gradient descent through `Module::map`, which rebuilds the module
+    /// as every optimizer's step does.
+    struct Sgd<'a>(&'a burn::tensor::Gradients);
+    impl ModuleMapper for Sgd<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            match param.val().grad(self.0) {
+                Some(g) => param.map(|t| Tensor::from_inner(t.inner() - g * 1e-2).require_grad()),
+                None => param,
+            }
+        }
+    }
+    let device = Device::default().autodiff();
+    let cfg = tiny_config(false);
+    let f32_model = seeded(&cfg, &device);
+    let mut model = seeded(&cfg, &device);
+    if !rlaif_kernels::bf16_available(&device) {
+        let err = model
+            .set_matmul_precision(MatmulPrecision::Bf16)
+            .unwrap_err();
+        assert!(err.to_string().contains("AMX-BF16"), "{err}");
+        assert_eq!(model.matmul_precision(), MatmulPrecision::F32);
+        return;
+    }
+    model.set_matmul_precision(MatmulPrecision::Bf16).unwrap();
+    // 2 × 12 = 24 rows per product: more than a decoding step's eight
+    let ids: Vec<i64> = (0..24).map(|i| (i * 37 + 5) % 260).collect();
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 12]), &device);
+    let real = vec![vec![true; 12]; 2];
+    let loss_and_grads = |m: &crate::Llama| {
+        let lp = score::token_logprobs(m, tokens.clone(), &real).unwrap();
+        let loss = -lp.mean();
+        let value = to_host(loss.clone().reshape([1])).unwrap()[0];
+        (value, loss.backward())
+    };
+    let (loss_f32, grads_f32) = loss_and_grads(&f32_model);
+    let (loss_bf16, grads_bf16) = loss_and_grads(&model);
+    // the inputs of every product lose their low 16 bits: visible, but small
+    let dl = (loss_bf16 - loss_f32).abs();
+    assert!(
+        dl > 0.0 && dl < 1e-2 * loss_f32.abs(),
+        "loss {loss_f32} → {loss_bf16}"
+    );
+    let grad = |m: &crate::Llama, g| to_host(m.layers[1].mlp.down_proj.weight.grad(g).unwrap());
+    let (g32, g16) = (
+        grad(&f32_model, &grads_f32).unwrap(),
+        grad(&model, &grads_bf16).unwrap(),
+    );
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let diff: Vec<f32> = g32.iter().zip(&g16).map(|(a, b)| a - b).collect();
+    assert!(
+        norm(&diff) < 0.05 * norm(&g32),
+        "down_proj gradient off by {}",
+        norm(&diff)
+    );
+    // an optimizer step rebuilds the module: the setting stays
+    let model = model.map(&mut Sgd(&grads_bf16));
+    assert_eq!(model.matmul_precision(), MatmulPrecision::Bf16);
+    assert_eq!(
+        model.layers[0].self_attn.q_proj.precision,
+        MatmulPrecision::Bf16
+    );
+    let (loss_after, _) = loss_and_grads(&model);
+    assert!(
+        loss_after < loss_bf16,
+        "a step of gradient descent lowers the loss"
+    );
+}

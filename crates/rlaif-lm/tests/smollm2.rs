@@ -236,3 +236,86 @@ fn quantised_decoding_matches_the_f32_model_and_transformers() {
         );
     }
 }
+
+/// The bf16 option (`MatmulPrecision::Bf16`: every product's inputs rounded to bf16 on AMX,
+/// f32 weights and sums) against the f32 model on real text: how far the next-token
+/// log-probs, the greedy choices and two gradients move, the last layer's `down_proj` and
+/// the first layer's `q_proj` (the end of the backward pass, where rounding has piled up).
+///
+/// Measured (docs/benchmarks.md): mean |Δ log p| 0.063, greedy choice kept at 72 of 76
+/// tokens, gradient relative errors 0.05 (layer 29) and 0.46 (layer 0). PyTorch with the
+/// same rounding (`F.linear` on inputs rounded to bf16, f32 otherwise) gave 0.059, 73 of 76,
+/// 0.048 and 0.461 on the same text; `torch.autocast` 0.043, 73 of 76, 0.026 and 0.197.
+#[test]
+fn bf16_matmuls_stay_close_to_the_f32_model() {
+    let device = Device::default().autodiff();
+    let mut lm = LanguageModel::load(model_path(), &device).unwrap();
+    if !rlaif_kernels::bf16_available(&device) {
+        eprintln!("no AMX-BF16 on this machine: the bf16 option is not measured");
+        return;
+    }
+    let text = "Constitutional AI trains a helpful assistant to be harmless without human \
+        labels of harm. The model critiques its own answers against written principles, \
+        revises them, and is fine-tuned on the revisions. A preference model trained on the \
+        model's own judgements of pairs of answers then serves as the reward for \
+        reinforcement learning, with a penalty that keeps the policy close to where it began.";
+    let ids: Vec<i64> = lm
+        .tokenizer
+        .encode(text)
+        .unwrap()
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let s = ids.len();
+    assert!(s > 64, "{s} tokens");
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, s]), &device);
+    let real = vec![vec![true; s]];
+    let run = |lm: &LanguageModel| {
+        let lp = rlaif_lm::score::token_logprobs(&lm.model, tokens.clone(), &real).unwrap();
+        let grads = (-lp.clone().mean()).backward();
+        let grad = |w: &burn::module::Param<Tensor<2>>| {
+            w.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap()
+        };
+        let layers = &lm.model.layers;
+        let grads = [
+            grad(&layers[layers.len() - 1].mlp.down_proj.weight),
+            grad(&layers[0].self_attn.q_proj.weight),
+        ];
+        let logits = lm.model.forward(tokens.clone(), &real).detach();
+        let argmax = logits
+            .argmax(2)
+            .reshape([s])
+            .try_into_vec_as::<i64>()
+            .unwrap();
+        (lp.try_into_vec_as::<f32>().unwrap(), grads, argmax)
+    };
+    let (lp32, g32, top32) = run(&lm);
+    lm.model
+        .set_matmul_precision(rlaif_lm::MatmulPrecision::Bf16)
+        .unwrap();
+    let (lp16, g16, top16) = run(&lm);
+    let dlp: Vec<f32> = lp32.iter().zip(&lp16).map(|(a, b)| (a - b).abs()).collect();
+    let mean_dlp = dlp.iter().sum::<f32>() / dlp.len() as f32;
+    let max_dlp = dlp.iter().fold(0f32, |m, &x| m.max(x));
+    let mean_lp = lp32.iter().map(|x| x.abs()).sum::<f32>() / lp32.len() as f32;
+    let same_top = top32.iter().zip(&top16).filter(|(a, b)| a == b).count();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let rel = |i: usize| {
+        let diff: Vec<f32> = g32[i].iter().zip(&g16[i]).map(|(a, b)| a - b).collect();
+        norm(&diff) / norm(&g32[i])
+    };
+    let (last, first) = (rel(0), rel(1));
+    eprintln!(
+        "bf16 vs f32 over {s} tokens: mean |Δ log p| {mean_dlp:.4} (mean |log p| {mean_lp:.3}), \
+         max {max_dlp:.3}; greedy choice the same at {same_top}/{s}; gradient relative error \
+         {last:.4} (last layer's down_proj), {first:.4} (first layer's q_proj)"
+    );
+    assert!(mean_dlp > 0.0, "the products were rounded");
+    assert!(mean_dlp < 0.1, "mean |Δ log p| {mean_dlp}");
+    assert!(
+        same_top * 10 >= s * 9,
+        "greedy choices kept at {same_top}/{s}"
+    );
+    assert!(last < 0.1, "last layer's gradient relative error {last}");
+    assert!(first < 0.7, "first layer's gradient relative error {first}");
+}

@@ -80,12 +80,13 @@ enum Kernel {
     AttentionBackward = 10,
     Rope = 11,
     RopeBackward = 12,
+    ProjectBf16 = 13,
 }
 
 #[cfg(test)]
 thread_local! {
     /// Calls of each fused kernel made on this thread (tests only).
-    static CALLS: std::cell::Cell<[usize; 13]> = const { std::cell::Cell::new([0; 13]) };
+    static CALLS: std::cell::Cell<[usize; 14]> = const { std::cell::Cell::new([0; 14]) };
 }
 
 /// Whether the elementwise kernels agree on the baseline and the best instruction set.
@@ -103,7 +104,7 @@ pub(crate) fn small_m_available() -> bool {
 /// Calls of the fused kernels made **on the calling thread** so far (tests only), as
 /// `[token_stats, token_stats_backward, gae, linear on the small-row kernel, attention (with
 /// or without the log-sum-exps), swiglu, swiglu_backward, rms_norm, rms_norm_backward, adamw,
-/// attention_backward, rope, rope_backward]`.
+/// attention_backward, rope, rope_backward, project_bf16]`.
 ///
 /// Per thread, so that a test proves that *its own* call took the fused path: parallel tests
 /// run on other threads and cannot move this thread's counts. The kernels are entered on the
@@ -111,7 +112,7 @@ pub(crate) fn small_m_available() -> bool {
 /// backward pass (a mutex-guarded graph, no worker thread) all run synchronously on the
 /// caller; only the rows inside a kernel are spread over rayon workers, after the count.
 #[cfg(test)]
-pub(crate) fn fused_calls() -> [usize; 13] {
+pub(crate) fn fused_calls() -> [usize; 14] {
     CALLS.with(|c| c.get())
 }
 
@@ -203,6 +204,14 @@ impl RlKernels for Flex {
             k,
             n,
         );
+        FlexTensor::from_data(TensorData::new(y, [m, n]))
+    }
+
+    fn project_bf16(x: FlexTensor, w: FlexTensor) -> FlexTensor {
+        count(Kernel::ProjectBf16);
+        let (x, w) = (strided_2d(x), strided_2d(w));
+        let (m, n) = (x.layout().shape()[0], w.layout().shape()[1]);
+        let y = crate::amx::matmul_bf16(mat_ref(&x), mat_ref(&w));
         FlexTensor::from_data(TensorData::new(y, [m, n]))
     }
 
@@ -429,6 +438,32 @@ fn heads_in_place(x: FlexTensor, dims: attention::Dims) -> (FlexTensor, attentio
         (x, kv)
     } else {
         (contiguous(x), attention::KvLayout::contiguous(dims))
+    }
+}
+
+/// A float32 matrix whose strides are non-negative (a transposed view stays as it is), or
+/// a contiguous copy of it.
+fn strided_2d(t: FlexTensor) -> FlexTensor {
+    assert_eq!(t.dtype(), DType::F32, "fused kernels take float32 tensors");
+    let st = t.layout().strides();
+    if st.len() == 2 && st.iter().all(|&s| s >= 0) {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// The [`crate::amx::MatRef`] view of a matrix from [`strided_2d`].
+fn mat_ref(t: &FlexTensor) -> crate::amx::MatRef<'_> {
+    let layout = t.layout();
+    let (shape, st) = (layout.shape(), layout.strides());
+    crate::amx::MatRef {
+        data: t.storage::<f32>(),
+        offset: layout.start_offset(),
+        rows: shape[0],
+        cols: shape[1],
+        row_stride: st[0] as usize,
+        col_stride: st[1] as usize,
     }
 }
 
