@@ -53,6 +53,16 @@
 //!   Bytes: what one pass must move: swiglu reads gate and up and writes the output
 //!   (12 bytes per element; forward + backward also reads them again with the gradient and
 //!   writes two gradients: 32); RMSNorm reads x and writes y (8; with the backward 20).
+//! - `add_rms_norm/{fused,separate}/<shape>`: the residual sum and the next RMSNorm as a
+//!   block forms them in inference, for a decoding step (`decode_b1`, one row of 576) and a
+//!   1024-token prefill (`1x1024`): [`rlaif_kernels::add_rms_norm`] (one pass) against the
+//!   add and [`rlaif_kernels::rms_norm`]. Bytes: x and delta read, h and y written (16 per
+//!   element; the separate ops move 20).
+//! - `rope_into_cache/{fused,separate}/<shape>`: one layer's keys (3 heads of 64, the
+//!   projection's transposed view) rotated into its KV cache (room for 1088 positions): one
+//!   position after 1024 (`decode_b1_t1024`) and a 1024-token prefill (`prefill1024`);
+//!   [`rlaif_kernels::rope_into_cache`] (in place) against [`rlaif_kernels::rope`] and the
+//!   cache's `slice_assign`. Bytes: the keys read and written, the tables read.
 //! - `adamw/{fused,default}/28M`: one AdamW step over SmolLM2's embedding (49 152 × 576,
 //!   28.3M parameters, a fifth of the model), [`rlaif_kernels::adamw_step`] against its
 //!   default body (Burn's `AdamW`, op for op). Bytes: parameter, gradient and two moments
@@ -471,6 +481,47 @@ fn bench_rope(c: &mut Criterion) {
         }
     }
     g.finish();
+
+    // the keys of one layer (3 heads of 64) written into its KV cache (room for 1088
+    // positions, a cache grown past 1024): a decoding step's one new position after 1024, and
+    // a 1024-token prefill from position 0; `fused` rotates into the cache's buffer in place,
+    // `separate` is the rotation kernel and then the cache's `slice_assign`
+    let mut g = c.benchmark_group("rope_into_cache");
+    g.sample_size(20).measurement_time(Duration::from_secs(3));
+    type Into = fn(Tensor<4>, usize, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>;
+    let intos: [(&str, Into); 2] = [
+        ("fused", |cache, start, x, c, s| {
+            k::rope_into_cache(cache, start, x, c, s).unwrap()
+        }),
+        ("separate", |cache, start, x, c, s| {
+            let [b, g, n, d] = x.dims();
+            let rotated = k::rope(x, c, s).unwrap();
+            cache.slice_assign([0..b, 0..g, start..start + n, 0..d], rotated)
+        }),
+    ];
+    for (name, s, start) in [
+        ("decode_b1_t1024", 1usize, 1024usize),
+        ("prefill1024", 1024, 0),
+    ] {
+        let (b, kvh, d, capacity) = (1usize, 3usize, 64usize, 1088usize);
+        let x = Tensor::<4>::random([b, s, kvh, d], normal, &device);
+        let cos = Tensor::<4>::random([b, 1, s, d], normal, &device);
+        let sin = Tensor::<4>::random([b, 1, s, d], normal, &device);
+        g.throughput(Throughput::Bytes(
+            4 * (2 * b * s * kvh * d + 2 * b * s * d) as u64,
+        ));
+        for (v, f) in intos {
+            let mut cache = Some(Tensor::<4>::random([b, kvh, capacity, d], normal, &device));
+            g.bench_function(format!("{v}/{name}"), |bench| {
+                bench.iter(|| {
+                    let c = cache.take().expect("put back by the previous iteration");
+                    let x = x.clone().swap_dims(1, 2);
+                    cache = Some(black_box(f(c, start, x, cos.clone(), sin.clone())));
+                })
+            });
+        }
+    }
+    g.finish();
 }
 
 fn bench_elementwise(c: &mut Criterion) {
@@ -538,6 +589,33 @@ fn bench_elementwise(c: &mut Criterion) {
         }
         g.finish();
     }
+
+    // the residual sum and the next norm, as a block of the model forms them between its
+    // sub-layers in inference: a decoding step's one row and a 1024-token prefill; `fused`
+    // writes both in one pass, `separate` is the add and the RMSNorm kernel
+    let mut g = c.benchmark_group("add_rms_norm");
+    g.sample_size(20).measurement_time(Duration::from_secs(3));
+    type AddNorm = fn(Tensor<3>, Tensor<3>, Tensor<1>) -> (Tensor<3>, Tensor<3>);
+    let add_norms: [(&str, AddNorm); 2] = [
+        ("fused", |x, dx, w| k::add_rms_norm(x, dx, w, 1e-5).unwrap()),
+        ("separate", |x, dx, w| {
+            let h = x + dx;
+            (h.clone(), k::rms_norm(h, w, 1e-5).unwrap())
+        }),
+    ];
+    for (name, s) in [("decode_b1", 1usize), ("1x1024", 1024)] {
+        let x = Tensor::<3>::random([1, s, 576], normal, &device);
+        let delta = Tensor::<3>::random([1, s, 576], normal, &device);
+        let w = Tensor::<1>::random([576], normal, &device);
+        // x and delta read, h and y written (the separate ops also write h and read it back)
+        g.throughput(Throughput::Bytes(16 * (s * 576) as u64));
+        for (v, f) in add_norms {
+            g.bench_function(format!("{v}/{name}"), |bench| {
+                bench.iter(|| black_box(f(x.clone(), delta.clone(), w.clone())))
+            });
+        }
+    }
+    g.finish();
 }
 
 fn bench_adamw(c: &mut Criterion) {

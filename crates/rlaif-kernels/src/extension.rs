@@ -8,7 +8,7 @@
 //! autodiff) and run the *default body* (plain, differentiable Burn tensor ops) everywhere else.
 //! No code path assumes a particular backend.
 //!
-//! The extension has fifteen operations:
+//! The extension has seventeen operations:
 //!
 //! - [`RlKernels::token_stats`]: per row of `[N, V]` logits, the packed statistics
 //!   `[log p(label), entropy, logsumexp]` of `softmax(logits · inv_temperature)`, shape `[N, 3]`.
@@ -28,7 +28,10 @@
 //! - [`RlKernels::swiglu`] and [`RlKernels::swiglu_backward`]: `silu(gate) · up` and its two
 //!   gradients (see [`crate::swiglu()`]).
 //! - [`RlKernels::rms_norm`] and [`RlKernels::rms_norm_backward`]: RMSNorm over rows and its
-//!   two gradients (see [`crate::rms_norm()`]).
+//!   two gradients (see [`crate::rms_norm()`]); [`RlKernels::add_rms_norm`]: the residual sum
+//!   and the next norm in one pass (see [`crate::add_rms_norm()`]).
+//! - [`RlKernels::rope_into`]: RoPE written into a KV cache in place (see
+//!   [`crate::rope_into_cache()`]).
 //! - [`RlKernels::adamw`]: one AdamW step over a parameter (see [`crate::adamw_step`]).
 //!
 //! The autodiff implementation registers a custom backward for `token_stats` that saves only the
@@ -182,6 +185,31 @@ pub trait RlKernels: Backend {
     /// `x / √(mean(x²) + eps) · weight` per row of `x: [N, D]` (float32), `weight: [D]`.
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
 
+    /// The residual sum and the norm of the next sub-layer in one pass per row: for
+    /// `x`, `delta` of one shape `[N, …, D]` (float32, any rank) and `weight: [D]`, returns
+    /// `[2N, …, D]` holding `h = x + delta` (the first `N` along the first dimension), then
+    /// `rms_norm(h, weight)` over the last dimension, each bit for bit what the add and
+    /// [`rms_norm`](RlKernels::rms_norm) give (see [`crate::add_rms_norm()`]). Packing along
+    /// the first dimension keeps the rank, so the two halves are one slice each.
+    fn add_rms_norm(
+        x: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f32,
+    ) -> FloatTensor<Self>;
+
+    /// [`rope`](RlKernels::rope) of `x: [B, G, S, D]` written into `cache: [B, G, C, D]` at
+    /// positions `start..start + S` (`start + S ≤ C`); returns the cache, whose other positions
+    /// are unchanged. On flex the rows are written into the cache's own buffer when nothing
+    /// else holds it (see [`crate::rope_into_cache()`]).
+    fn rope_into(
+        cache: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        start: usize,
+    ) -> FloatTensor<Self>;
+
     /// The gradients of `Σ g · rms_norm(x, weight)` (`g = grad`, `[N, D]`) with respect to
     /// `x` and `weight`, packed as one `[N · D + D]` vector: with `r = 1/√(mean(x²) + eps)`
     /// per row, `∂x_j = r · g_j w_j − x_j · r³ · Σ_k g_k w_k x_k / D` and
@@ -310,6 +338,38 @@ pub(crate) fn dispatch_rms_norm(x: Tensor<2>, weight: Tensor<1>, eps: f32) -> Te
         x.into_dispatch(),
         weight.into_dispatch(),
         eps,
+    ))
+}
+
+/// Calls [`RlKernels::add_rms_norm`] through the dispatch backend; returns `[2N, …, D]`.
+pub(crate) fn dispatch_add_rms_norm<const D: usize>(
+    x: Tensor<D>,
+    delta: Tensor<D>,
+    weight: Tensor<1>,
+    eps: f32,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as RlKernels>::add_rms_norm(
+        x.into_dispatch(),
+        delta.into_dispatch(),
+        weight.into_dispatch(),
+        eps,
+    ))
+}
+
+/// Calls [`RlKernels::rope_into`] through the dispatch backend.
+pub(crate) fn dispatch_rope_into(
+    cache: Tensor<4>,
+    x: Tensor<4>,
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    start: usize,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as RlKernels>::rope_into(
+        cache.into_dispatch(),
+        x.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
+        start,
     ))
 }
 
@@ -771,6 +831,63 @@ impl<B: Backend + RlKernels, C: CheckpointStrategy> RlKernels for Autodiff<B, C>
             scalars,
             fresh,
         ))
+    }
+
+    /// Untracked inputs (inference) take the kernel. Tracked ones take autodiff's add and
+    /// [`RlKernels::rms_norm`] (with its own backward), packed by a concatenation, so that the
+    /// result is differentiable; [`crate::add_rms_norm()`] does not route tracked inputs here
+    /// (it returns the two tensors without packing them).
+    fn add_rms_norm(
+        x: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f32,
+    ) -> FloatTensor<Self> {
+        if x.is_tracked() || delta.is_tracked() || weight.is_tracked() {
+            let shape = x.shape();
+            let d = shape[shape.num_dims() - 1];
+            let rows = Shape::new([shape.num_elements() / d.max(1), d]);
+            let h = <Self as FloatTensorOps<Self>>::float_add(x, delta);
+            let h_rows = <Self as FloatTensorOps<Self>>::float_reshape(h.clone(), rows);
+            let y = Self::rms_norm(h_rows, weight, eps);
+            let y = <Self as FloatTensorOps<Self>>::float_reshape(y, shape);
+            <Self as FloatTensorOps<Self>>::float_cat(vec![h, y], 0)
+        } else {
+            <FloatTensor<Self>>::new(B::add_rms_norm(
+                x.into_primitive(),
+                delta.into_primitive(),
+                weight.into_primitive(),
+                eps,
+            ))
+        }
+    }
+
+    /// Untracked inputs (inference, a KV cache) take the kernel. A tracked `x` or cache takes
+    /// [`RlKernels::rope`] (with its own backward) and autodiff's `slice_assign`; the tables
+    /// get no gradient, as with [`RlKernels::rope`].
+    fn rope_into(
+        cache: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        start: usize,
+    ) -> FloatTensor<Self> {
+        if cache.is_tracked() || x.is_tracked() {
+            let shape = x.shape();
+            let whole = |n: usize| Slice::new(0, Some(n as isize), 1);
+            let positions = Slice::new(start as isize, Some((start + shape[2]) as isize), 1);
+            let slices = [whole(shape[0]), whole(shape[1]), positions, whole(shape[3])];
+            let rotated = Self::rope(x, cos, sin);
+            <Self as FloatTensorOps<Self>>::float_slice_assign(cache, &slices, rotated)
+        } else {
+            <FloatTensor<Self>>::new(B::rope_into(
+                cache.into_primitive(),
+                x.into_primitive(),
+                cos.into_primitive(),
+                sin.into_primitive(),
+                start,
+            ))
+        }
     }
 
     /// Not differentiable again (no double backward): the result is an untracked leaf.

@@ -24,8 +24,8 @@
 //! | the same from ggml blocks (Q8_0, Q4_0, Q4_1), one weight or several with the same input | [`quant::QuantMatrix::matmul_rows`], [`quant::matmul_rows_many`] | ggml's block formats, dequantised in registers (4-bit blocks through a 16-value table) |
 //! | grouped-query attention with a bias, keys and values read in place from a KV cache with spare room; with its backward (masked key tiles skipped both ways) | [`attention()`] | Ainslie et al. 2023; online softmax: Milakov & Gimelshein 2018, Dao et al. 2022; backward: Dao 2023 (FlashAttention-2) |
 //! | SwiGLU gating `silu(gate) · up`, with its backward | [`swiglu()`] | Shazeer 2020 |
-//! | RMSNorm, with its backward | [`rms_norm()`] | Zhang & Sennrich 2019 |
-//! | rotary position embedding (`rotate_half` layout), with its backward | [`rope()`] | Su et al. 2021, eq. 34 |
+//! | RMSNorm, with its backward; with the residual add before it (one pass in inference) | [`rms_norm()`], [`add_rms_norm()`] | Zhang & Sennrich 2019 |
+//! | rotary position embedding (`rotate_half` layout), with its backward; written into a KV cache in place | [`rope()`], [`rope_into_cache()`] | Su et al. 2021, eq. 34 |
 //! | an AdamW step (Burn's, bit for bit) | [`adamw_step`] | Loshchilov & Hutter 2019, Alg. 2; Kingma & Ba 2015 |
 //! | logit filters and sampling | [`top_k_filter`], [`top_p_filter`] (after top-k: over the renormalised distribution), [`sample_categorical`] | Fan et al. 2018; Holtzman et al. 2020 |
 //!
@@ -122,7 +122,7 @@ pub use logprobs::{
 pub use pool::{on_pool, on_pool_spinning};
 pub use ppo::{PolicyLoss, PpoConfig, ValueLoss, ppo_policy_loss, ppo_value_loss};
 pub use preference::{PreferenceConfig, PreferenceLoss, bradley_terry_loss};
-pub use rms_norm::{rms_norm, rms_norm_default};
-pub use rope::{rope, rope_default};
+pub use rms_norm::{add_rms_norm, add_rms_norm_default, rms_norm, rms_norm_default};
+pub use rope::{rope, rope_default, rope_into_cache, rope_into_cache_default};
 pub use stats::{WhitenConfig, masked_mean, masked_sum, masked_var, masked_whiten};
 pub use swiglu::{swiglu, swiglu_default};

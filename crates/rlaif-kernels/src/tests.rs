@@ -1951,6 +1951,135 @@ fn swiglu_and_rms_norm_reject_shapes_that_do_not_fit() {
 }
 
 #[test]
+fn add_rms_norm_equals_the_add_and_rms_norm_bit_for_bit_and_a_float64_reference() {
+    let plain = dev();
+    let ad = dev().autodiff();
+    // one row (decoding), rows split across tasks with a ragged last one, a width that is
+    // not a multiple of 16
+    for (seed, shape) in [[1usize, 1, 576], [2, 70, 576], [3, 50, 37]]
+        .into_iter()
+        .enumerate()
+    {
+        let [b, s, d] = shape;
+        let n = b * s * d;
+        let x = randn(180 + seed as u64, n, 2.0);
+        let delta = randn(190 + seed as u64, n, 1.0);
+        let w = randn(200 + seed as u64, d, 1.0);
+        let sum: Vec<f32> = x.iter().zip(&delta).map(|(a, b)| a + b).collect();
+        let (want_y, _, _) = ref_rms_norm(&sum, &w, &vec![0.0; n], 1e-5);
+        for device in [&plain, &ad] {
+            let run = || {
+                let before = crate::flex::fused_calls()[14];
+                let (h, y) = add_rms_norm(
+                    tensor(x.clone(), shape, device),
+                    tensor(delta.clone(), shape, device),
+                    tensor(w.clone(), [d], device),
+                    1e-5,
+                )
+                .unwrap();
+                assert_eq!(crate::flex::fused_calls()[14], before + 1, "{shape:?}");
+                assert_eq!((h.dims(), y.dims()), (shape, shape));
+                (vec_of(h), vec_of(y))
+            };
+            let (h, y) = run();
+            assert_eq!((h.clone(), y.clone()), pool(1).install(run), "1 thread");
+            assert_eq!((h.clone(), y.clone()), pool(3).install(run), "3 threads");
+            // the add and the norm as separate ops, bit for bit
+            let plain_h = tensor(x.clone(), shape, device) + tensor(delta.clone(), shape, device);
+            let plain_y = rms_norm(plain_h.clone(), tensor(w.clone(), [d], device), 1e-5).unwrap();
+            assert_eq!(h, vec_of(plain_h), "h {shape:?}");
+            assert_eq!(y, vec_of(plain_y), "y {shape:?}");
+            assert_close(&format!("y {shape:?}"), &y, &want_y, 1e-5, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn add_rms_norm_gradients_under_autodiff_match_float64_references() {
+    let ad = dev().autodiff();
+    let shape = [2usize, 9, 40];
+    let (n, d) = (2 * 9 * 40, 40);
+    let (x, delta, w) = (randn(210, n, 1.5), randn(211, n, 1.0), randn(212, d, 1.0));
+    let (gh, gy) = (randn(213, n, 1.0), randn(214, n, 1.0));
+    let sum: Vec<f32> = x.iter().zip(&delta).map(|(a, b)| a + b).collect();
+    let (_, dx_norm, want_dw) = ref_rms_norm(&sum, &w, &gy, 1e-5);
+    // h feeds the next residual and y the next sub-layer: ∂x = ∂delta = g_h + ∂h of the norm
+    let want_dx: Vec<f64> = gh
+        .iter()
+        .zip(&dx_norm)
+        .map(|(&a, b)| a as f64 + b)
+        .collect();
+    // through the public function (tracked: the add and rms_norm) and through the
+    // extension op itself (its autodiff implementation packs them)
+    for packed in [false, true] {
+        let xt = tensor(x.clone(), shape, &ad).require_grad();
+        let dt = tensor(delta.clone(), shape, &ad).require_grad();
+        let wt = tensor(w.clone(), [d], &ad).require_grad();
+        let before = crate::flex::fused_calls();
+        let (h, y) = if packed {
+            let p =
+                crate::extension::dispatch_add_rms_norm(xt.clone(), dt.clone(), wt.clone(), 1e-5);
+            assert_eq!(p.dims(), [4, 9, 40]);
+            (p.clone().slice_dim(0, 0..2), p.slice_dim(0, 2..4))
+        } else {
+            add_rms_norm(xt.clone(), dt.clone(), wt.clone(), 1e-5).unwrap()
+        };
+        let after = crate::flex::fused_calls();
+        // tracked inputs never reach the one-pass kernel; the norm is the fused rms_norm
+        assert_eq!(
+            (after[14], after[7]),
+            (before[14], before[7] + 1),
+            "packed {packed}"
+        );
+        let loss = (h * tensor(gh.clone(), shape, &ad) + y * tensor(gy.clone(), shape, &ad)).sum();
+        let grads = loss.backward();
+        let what = format!("packed {packed}");
+        let scale = want_dx.iter().fold(0f64, |m, v| m.max(v.abs()));
+        for (name, t) in [("∂x", &xt), ("∂delta", &dt)] {
+            let got = vec_of(t.grad(&grads).unwrap());
+            assert_close(
+                &format!("{name} {what}"),
+                &got,
+                &want_dx,
+                1e-5 * scale,
+                1e-4,
+            );
+        }
+        let got_dw = vec_of(wt.grad(&grads).unwrap());
+        assert_close(&format!("∂w {what}"), &got_dw, &want_dw, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn add_rms_norm_rejects_shapes_that_do_not_fit() {
+    let device = dev();
+    let x = Tensor::<3>::zeros([1, 2, 8], &device);
+    let e = add_rms_norm(
+        x.clone(),
+        Tensor::<3>::zeros([1, 3, 8], &device),
+        Tensor::<1>::ones([8], &device),
+        1e-5,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("delta (against x)") && e.contains("[1, 3, 8]"),
+        "{e}"
+    );
+    let e = add_rms_norm(x.clone(), x.clone(), Tensor::<1>::ones([7], &device), 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("weight (against the last dimension of x)"),
+        "{e}"
+    );
+    let e = add_rms_norm(x.clone(), x, Tensor::<1>::ones([8], &device), f64::NAN)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("eps is NaN"), "{e}");
+}
+
+#[test]
 fn adamw_step_kernel_equals_the_default_body_bit_for_bit() {
     let device = dev();
     // serial, and split across tasks with a ragged last one
@@ -2164,4 +2293,163 @@ fn rope_rejects_an_odd_width_and_tables_of_another_shape() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("cos"), "{err}");
+}
+
+#[test]
+fn rope_into_cache_writes_the_rotated_rows_and_leaves_the_other_positions() {
+    let plain = dev();
+    let ad = dev().autodiff();
+    // a decoding step (one position) and a prefill split across tasks, keys arriving as the
+    // projection's transposed view
+    for (seed, ([b, g, s, d], capacity, start)) in [
+        ([2usize, 3, 1, 8], 10usize, 5usize),
+        ([1, 3, 300, 64], 320, 7),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = rng(320 + seed as u64);
+        let x: Vec<f32> = (0..b * g * s * d).map(|_| normal(&mut r)).collect();
+        let old: Vec<f32> = (0..b * g * capacity * d).map(|_| normal(&mut r)).collect();
+        let (cos, sin) = rope_tables(b, s, d, &[start, start]);
+        for device in [&plain, &ad] {
+            let tables = || {
+                (
+                    tensor(cos.clone(), [b, 1, s, d], device),
+                    tensor(sin.clone(), [b, 1, s, d], device),
+                )
+            };
+            let mut bshd = vec![0f32; x.len()];
+            for bi in 0..b {
+                for hi in 0..g {
+                    for i in 0..s {
+                        let src = ((bi * g + hi) * s + i) * d;
+                        let dst = ((bi * s + i) * g + hi) * d;
+                        bshd[dst..dst + d].copy_from_slice(&x[src..src + d]);
+                    }
+                }
+            }
+            let view = tensor(bshd, [b, s, g, d], device).swap_dims(1, 2);
+            let cache = tensor(old.clone(), [b, g, capacity, d], device);
+            let before = crate::flex::fused_calls()[15];
+            let (c, sn) = tables();
+            let fused = vec_of(rope_into_cache(cache, start, view, c, sn).unwrap());
+            assert_eq!(crate::flex::fused_calls()[15], before + 1);
+            let (c, sn) = tables();
+            let default = vec_of(rope_into_cache_default(
+                tensor(old.clone(), [b, g, capacity, d], device),
+                start,
+                tensor(x.clone(), [b, g, s, d], device),
+                c,
+                sn,
+            ));
+            assert_eq!(
+                fused, default,
+                "[{b}, {g}, {s}, {d}] into {capacity} at {start}"
+            );
+            let want = ref_rope(&x, &cos, &sin, [b, g, s, d]);
+            for bh in 0..b * g {
+                let plane = &fused[bh * capacity * d..(bh + 1) * capacity * d];
+                let kept = &old[bh * capacity * d..(bh + 1) * capacity * d];
+                let new = start * d..(start + s) * d;
+                assert_eq!(
+                    plane[..new.start],
+                    kept[..new.start],
+                    "before the new positions"
+                );
+                assert_eq!(plane[new.end..], kept[new.end..], "after the new positions");
+                assert_close(
+                    "rotated rows",
+                    &plane[new],
+                    &want[bh * s * d..(bh + 1) * s * d],
+                    1e-6,
+                    1e-6,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rope_into_cache_is_differentiable_in_the_new_rows_and_the_cache() {
+    let ad = dev().autodiff();
+    let ([b, g, s, d], capacity, start) = ([2usize, 2, 3, 8], 6usize, 2usize);
+    let mut r = rng(330);
+    let x: Vec<f32> = (0..b * g * s * d).map(|_| normal(&mut r)).collect();
+    let old: Vec<f32> = (0..b * g * capacity * d).map(|_| normal(&mut r)).collect();
+    let up: Vec<f32> = (0..b * g * capacity * d).map(|_| normal(&mut r)).collect();
+    let (cos, sin) = rope_tables(b, s, d, &[start, start]);
+    let grads_of = |route: usize| {
+        let xt = tensor(x.clone(), [b, g, s, d], &ad).require_grad();
+        let ct = tensor(old.clone(), [b, g, capacity, d], &ad).require_grad();
+        let (c, sn) = (
+            tensor(cos.clone(), [b, 1, s, d], &ad),
+            tensor(sin.clone(), [b, 1, s, d], &ad),
+        );
+        let before = crate::flex::fused_calls()[15];
+        let out = match route {
+            0 => rope_into_cache(ct.clone(), start, xt.clone(), c, sn).unwrap(),
+            1 => crate::extension::dispatch_rope_into(ct.clone(), xt.clone(), c, sn, start),
+            _ => rope_into_cache_default(ct.clone(), start, xt.clone(), c, sn),
+        };
+        // tracked rows never reach the in-place kernel
+        assert_eq!(crate::flex::fused_calls()[15], before, "route {route}");
+        let grads = (out * tensor(up.clone(), [b, g, capacity, d], &ad))
+            .sum()
+            .backward();
+        (
+            vec_of(xt.grad(&grads).unwrap()),
+            vec_of(ct.grad(&grads).unwrap()),
+        )
+    };
+    let (dx, dcache) = grads_of(0);
+    assert_eq!((dx.clone(), dcache.clone()), grads_of(1));
+    let (dx_default, dcache_default) = grads_of(2);
+    assert_close(
+        "∂x against the plain ops",
+        &dx,
+        &as_f64(&dx_default),
+        1e-6,
+        1e-6,
+    );
+    assert_eq!(dcache, dcache_default);
+    // the cache's gradient is the upstream one with the overwritten positions zeroed
+    for (i, (&got, &u)) in dcache.iter().zip(&up).enumerate() {
+        let pos = (i / d) % capacity;
+        let want = if (start..start + s).contains(&pos) {
+            0.0
+        } else {
+            u
+        };
+        assert_eq!(got, want, "∂cache[{i}]");
+    }
+}
+
+#[test]
+fn rope_into_cache_rejects_positions_past_the_capacity_and_other_heads() {
+    let device = dev();
+    let t = || Tensor::<4>::zeros([1, 1, 2, 4], &device);
+    let err = rope_into_cache(
+        Tensor::<4>::zeros([1, 2, 5, 4], &device),
+        4,
+        Tensor::<4>::zeros([1, 2, 2, 4], &device),
+        t(),
+        t(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("positions 4..6 run past the cache's capacity 5"),
+        "{err}"
+    );
+    let err = rope_into_cache(
+        Tensor::<4>::zeros([1, 3, 5, 4], &device),
+        0,
+        Tensor::<4>::zeros([1, 2, 2, 4], &device),
+        t(),
+        t(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("cache [B, G, C, D]"), "{err}");
 }

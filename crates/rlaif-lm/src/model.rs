@@ -166,6 +166,15 @@ impl RmsNorm {
         rlaif_kernels::rms_norm(x, self.weight.val(), self.eps)
             .expect("the weight has the hidden size and the config's eps was checked positive")
     }
+
+    /// The residual sum `x + delta` and its norm, `(x + delta, norm(x + delta))`: one pass on
+    /// flex when nothing is tracked (inference), the add and [`RmsNorm::forward`] otherwise.
+    pub fn forward_residual(&self, x: Tensor<3>, delta: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        rlaif_kernels::add_rms_norm(x, delta, self.weight.val(), self.eps).expect(
+            "x and delta are the residual stream's shape, the weight has the hidden size and \
+             the config's eps was checked positive",
+        )
+    }
 }
 
 /// Rotary position tables (Su et al. 2021, RoFormer eq. 34) in the `rotate_half` layout
@@ -239,17 +248,20 @@ struct LayerCache {
 }
 
 impl LayerCache {
-    /// Writes `k, v [B, KVH, S, D]` at positions `past..past + S` and returns the keys and
-    /// values of positions `0..past + S` (views into the cache). When the cache has no room
-    /// left it grows by a quarter (at least 64 positions), so appending one position per
-    /// decoding step copies it only every so often; otherwise the write is in place on flex,
-    /// whose `slice_assign` reuses a buffer nothing else holds (the views returned by the
-    /// previous call are dropped by then).
+    /// Writes the keys `k [B, KVH, S, D]` rotated by `cos, sin` and the values `v` at
+    /// positions `past..past + S` and returns the keys and values of positions `0..past + S`
+    /// (views into the cache). When the cache has no room left it grows by a quarter (at
+    /// least 64 positions), so appending one position per decoding step copies it only every
+    /// so often; otherwise the writes are in place on flex (the views returned by the
+    /// previous call are dropped by then): the keys are rotated straight into the cache
+    /// ([`rlaif_kernels::rope_into_cache`]) and the values go through flex's `slice_assign`,
+    /// which reuses a buffer nothing else holds.
     fn append(
         slot: &mut Option<LayerCache>,
         past: usize,
         k: Tensor<4>,
         v: Tensor<4>,
+        ctx: &Context,
     ) -> (Tensor<4>, Tensor<4>) {
         let [b, g, s, d] = k.dims();
         let len = past + s;
@@ -268,9 +280,9 @@ impl LayerCache {
                 LayerCache { k: rk, v: rv }
             }
         };
-        let new = [0..b, 0..g, past..len, 0..d];
-        c.k = c.k.slice_assign(new.clone(), k);
-        c.v = c.v.slice_assign(new, v);
+        c.k = rlaif_kernels::rope_into_cache(c.k, past, k, ctx.cos.clone(), ctx.sin.clone())
+            .expect("the cache has room for positions past..past + S of the batch's heads");
+        c.v = c.v.slice_assign([0..b, 0..g, past..len, 0..d], v);
         let held = [0..b, 0..g, 0..len, 0..d];
         let views = (c.k.clone().slice(held.clone()), c.v.clone().slice(held));
         *slot = Some(c);
@@ -365,10 +377,11 @@ impl Attention {
         let split = |t: Tensor<3>, heads: usize| t.reshape([b, s, heads, hd]).swap_dims(1, 2);
         let [q, k, v] = Proj::forward_group([&self.q_proj, &self.k_proj, &self.v_proj], x);
         let q = apply_rope(split(q, h), &ctx.cos, &ctx.sin);
-        let (mut k, mut v) = (apply_rope(split(k, kvh), &ctx.cos, &ctx.sin), split(v, kvh));
-        if let Some((slot, past)) = cache {
-            (k, v) = LayerCache::append(slot, past, k, v);
-        }
+        let (k, v) = match cache {
+            // rotated as they are written into the cache
+            Some((slot, past)) => LayerCache::append(slot, past, split(k, kvh), split(v, kvh), ctx),
+            None => (apply_rope(split(k, kvh), &ctx.cos, &ctx.sin), split(v, kvh)),
+        };
         // Grouped-query attention (the n_heads / n_kv_heads query heads of a group share its
         // keys and values, never repeated per head); on flex a kernel that reads the cache
         // view in place: a prefill or a training forward skips the key tiles the bias masks
@@ -430,18 +443,21 @@ impl Block {
         ]
     }
 
-    /// The residual stream after this block, `[B, S, H]`.
+    /// The residual stream after this block and `next_norm` of it, both `[B, S, H]`, from
+    /// the stream `x` before it and `normed = input_layernorm(x)`: each residual sum is
+    /// formed with the norm that reads it (one pass on flex in inference), so the caller
+    /// passes the next block's input norm, or the final norm after the last block.
     fn forward(
         &self,
         x: Tensor<3>,
+        normed: Tensor<3>,
+        next_norm: &RmsNorm,
         ctx: &Context,
         cache: Option<(&mut Option<LayerCache>, usize)>,
-    ) -> Tensor<3> {
-        let x = x.clone()
-            + self
-                .self_attn
-                .forward(self.input_layernorm.forward(x), ctx, cache);
-        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    ) -> (Tensor<3>, Tensor<3>) {
+        let attn = self.self_attn.forward(normed, ctx, cache);
+        let (x, normed) = self.post_attention_layernorm.forward_residual(x, attn);
+        next_norm.forward_residual(x, self.mlp.forward(normed))
     }
 }
 
@@ -603,14 +619,22 @@ impl Llama {
             sin,
             bias: mask_to_bias(mask),
         };
+        let Some(first) = self.layers.first() else {
+            return self.norm.forward(x);
+        };
+        let mut normed = first.input_layernorm.forward(x.clone());
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| (&mut c.layers[i], past));
-            x = layer.forward(x, &ctx, slot);
+            let next_norm = self
+                .layers
+                .get(i + 1)
+                .map_or(&self.norm, |l| &l.input_layernorm);
+            (x, normed) = layer.forward(x, normed, next_norm, &ctx, slot);
         }
         if let Some(c) = cache {
             c.len = past + s;
         }
-        self.norm.forward(x)
+        normed
     }
 
     /// Logits `[B, S, V]` from hidden states `[B, S, H]`.
@@ -815,8 +839,13 @@ mod tests {
             sin,
             bias: mask_to_bias(&mask),
         };
-        let y = model.layers[0].forward(x.clone(), &ctx, None);
-        assert_eq!(to_host(y).unwrap(), to_host(x).unwrap());
+        let block = &model.layers[0];
+        let normed = block.input_layernorm.forward(x.clone());
+        let (y, y_normed) = block.forward(x.clone(), normed, &model.norm, &ctx, None);
+        assert_eq!(to_host(y).unwrap(), to_host(x.clone()).unwrap());
+        // and the norm it returns is the next norm of that stream
+        let want = model.norm.forward(x);
+        assert_eq!(to_host(y_normed).unwrap(), to_host(want).unwrap());
     }
 
     #[test]

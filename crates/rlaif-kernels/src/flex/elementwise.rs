@@ -87,6 +87,35 @@ fn rms_norm_impl<const FMA: bool>(x: &[f32], w: &[f32], eps: f32, y: &mut [f32])
     }
 }
 
+/// `h = x + delta` row by row, then [`rms_norm_impl`]'s arithmetic on `h` (the same
+/// operations in the same order, so `y` is bit for bit `rms_norm(x + delta)`).
+#[inline(always)]
+fn add_rms_norm_impl<const FMA: bool>(
+    x: &[f32],
+    delta: &[f32],
+    w: &[f32],
+    eps: f32,
+    h: &mut [f32],
+    y: &mut [f32],
+) {
+    let d = w.len();
+    for (((xr, dr), hr), yr) in x
+        .chunks_exact(d)
+        .zip(delta.chunks_exact(d))
+        .zip(h.chunks_exact_mut(d))
+        .zip(y.chunks_exact_mut(d))
+    {
+        let (xr, dr, hr, yr) = (&xr[..d], &dr[..d], &mut hr[..d], &mut yr[..d]);
+        for j in 0..d {
+            hr[j] = xr[j] + dr[j];
+        }
+        let r = rms::<FMA>(hr, eps);
+        for j in 0..d {
+            yr[j] = hr[j] / r * w[j];
+        }
+    }
+}
+
 /// The rows of `x` (with `grad` and `dx` alike), and `dw` **added** to: see
 /// [`rms_norm_backward`].
 #[inline(always)]
@@ -173,6 +202,11 @@ variants!(
 );
 variants!(rms_norm_on, rms_norm_impl, (x: &[f32], w: &[f32], eps: f32, y: &mut [f32]));
 variants!(
+    add_rms_norm_on,
+    add_rms_norm_impl,
+    (x: &[f32], delta: &[f32], w: &[f32], eps: f32, h: &mut [f32], y: &mut [f32])
+);
+variants!(
     rms_norm_backward_on,
     rms_norm_backward_impl,
     (x: &[f32], w: &[f32], grad: &[f32], eps: f32, dx: &mut [f32], dw: &mut [f32])
@@ -242,6 +276,30 @@ pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
             .for_each(|(yc, xc)| rms_norm_on(isa, xc, w, eps, yc));
     }
     y
+}
+
+/// The residual sum `h = x + delta` and `rms_norm(h, w)` in one pass per row (`x` and
+/// `delta` rows of `d = w.len()` elements), packed: `[h..., y...]`.
+pub(crate) fn add_rms_norm(x: &[f32], delta: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let d = w.len();
+    assert!(
+        d > 0 && x.len().is_multiple_of(d) && delta.len() == x.len(),
+        "add_rms_norm: x and delta are not rows of {d}"
+    );
+    let isa = isa();
+    let n = x.len();
+    let mut out = vec![0f32; 2 * n];
+    let (h, y) = out.split_at_mut(n);
+    let task = rows_per_task(d) * d;
+    if n <= 2 * task {
+        add_rms_norm_on(isa, x, delta, w, eps, h, y);
+    } else {
+        h.par_chunks_mut(task)
+            .zip(y.par_chunks_mut(task))
+            .zip(x.par_chunks(task).zip(delta.par_chunks(task)))
+            .for_each(|((hc, yc), (xc, dc))| add_rms_norm_on(isa, xc, dc, w, eps, hc, yc));
+    }
+    out
 }
 
 /// The gradients of `Σ grad · rms_norm(x, w)` with respect to `x` and `w`, packed:

@@ -81,12 +81,14 @@ enum Kernel {
     Rope = 11,
     RopeBackward = 12,
     ProjectBf16 = 13,
+    AddRmsNorm = 14,
+    RopeInto = 15,
 }
 
 #[cfg(test)]
 thread_local! {
     /// Calls of each fused kernel made on this thread (tests only).
-    static CALLS: std::cell::Cell<[usize; 14]> = const { std::cell::Cell::new([0; 14]) };
+    static CALLS: std::cell::Cell<[usize; 16]> = const { std::cell::Cell::new([0; 16]) };
 }
 
 /// Whether the elementwise kernels agree on the baseline and the best instruction set.
@@ -104,7 +106,7 @@ pub(crate) fn small_m_available() -> bool {
 /// Calls of the fused kernels made **on the calling thread** so far (tests only), as
 /// `[token_stats, token_stats_backward, gae, linear on the small-row kernel, attention (with
 /// or without the log-sum-exps), swiglu, swiglu_backward, rms_norm, rms_norm_backward, adamw,
-/// attention_backward, rope, rope_backward, project_bf16]`.
+/// attention_backward, rope, rope_backward, project_bf16, add_rms_norm, rope_into]`.
 ///
 /// Per thread, so that a test proves that *its own* call took the fused path: parallel tests
 /// run on other threads and cannot move this thread's counts. The kernels are entered on the
@@ -112,7 +114,7 @@ pub(crate) fn small_m_available() -> bool {
 /// backward pass (a mutex-guarded graph, no worker thread) all run synchronously on the
 /// caller; only the rows inside a kernel are spread over rayon workers, after the count.
 #[cfg(test)]
-pub(crate) fn fused_calls() -> [usize; 14] {
+pub(crate) fn fused_calls() -> [usize; 16] {
     CALLS.with(|c| c.get())
 }
 
@@ -324,6 +326,28 @@ impl RlKernels for Flex {
         FlexTensor::from_data(TensorData::new(out, [n, d]))
     }
 
+    fn add_rms_norm(x: FlexTensor, delta: FlexTensor, weight: FlexTensor, eps: f32) -> FlexTensor {
+        count(Kernel::AddRmsNorm);
+        let (x, delta, weight) = (contiguous(x), contiguous(delta), contiguous(weight));
+        // h then y along the first dimension: [2N, …, D]
+        let mut packed: Vec<usize> = x.layout().shape().iter().copied().collect();
+        packed[0] *= 2;
+        let out =
+            elementwise::add_rms_norm(f32_slice(&x), f32_slice(&delta), f32_slice(&weight), eps);
+        FlexTensor::from_data(TensorData::new(out, packed))
+    }
+
+    fn rope_into(
+        cache: FlexTensor,
+        x: FlexTensor,
+        cos: FlexTensor,
+        sin: FlexTensor,
+        start: usize,
+    ) -> FlexTensor {
+        count(Kernel::RopeInto);
+        rope_into_flex(cache, x, cos, sin, start)
+    }
+
     fn rms_norm_backward(
         x: FlexTensor,
         weight: FlexTensor,
@@ -379,14 +403,74 @@ fn adamw_flex(
     FlexTensor::from_data(TensorData::new(out, [3, n]))
 }
 
-/// See [`RlKernels::rope`] and [`RlKernels::rope_backward`]: `x` read where its rows lie
-/// when each row of `d` is contiguous (a transposed view of a projection), otherwise copied.
+/// See [`RlKernels::rope`] and [`RlKernels::rope_backward`].
 fn rope_flex(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, backward: bool) -> FlexTensor {
-    let [b, h, s, d] = crate::attention::dims4(x.layout().shape());
+    let dims = crate::attention::dims4(x.layout().shape());
+    let (x, layout) = rope_rows(x);
+    let (cos, sin) = (contiguous(cos), contiguous(sin));
+    let out = rope::rope(
+        x.storage::<f32>(),
+        layout,
+        f32_slice(&cos),
+        f32_slice(&sin),
+        dims,
+        backward,
+    );
+    FlexTensor::from_data(TensorData::new(out, dims))
+}
+
+/// See [`RlKernels::rope_into`]: the rotated rows are written into `cache`'s own buffer when
+/// it is contiguous and nothing else holds it (a KV cache between decoding steps), otherwise
+/// into a copy of it.
+fn rope_into_flex(
+    cache: FlexTensor,
+    x: FlexTensor,
+    cos: FlexTensor,
+    sin: FlexTensor,
+    start: usize,
+) -> FlexTensor {
+    assert_eq!(
+        cache.dtype(),
+        DType::F32,
+        "fused kernels take float32 tensors"
+    );
+    let dims = crate::attention::dims4(x.layout().shape());
+    let [cb, ch, capacity, cd] = crate::attention::dims4(cache.layout().shape());
+    assert!(
+        [cb, ch, cd] == [dims[0], dims[1], dims[3]] && start + dims[2] <= capacity,
+        "rope_into: x {dims:?} does not fit the cache [{cb}, {ch}, {capacity}, {cd}] at position {start}"
+    );
+    let (x, layout) = rope_rows(x);
+    let (cos, sin) = (contiguous(cos), contiguous(sin));
+    let mut cache = contiguous(cache);
+    let (first, end) = cache
+        .layout()
+        .contiguous_offsets()
+        .expect("a contiguous tensor has contiguous offsets");
+    // copy-on-write: in place when `cache` is the only holder of its buffer
+    let out = &mut cache.storage_mut::<f32>()[first..end];
+    rope::rope_into(
+        x.storage::<f32>(),
+        layout,
+        f32_slice(&cos),
+        f32_slice(&sin),
+        dims,
+        false,
+        out,
+        capacity,
+        start,
+    );
+    cache
+}
+
+/// `x: [b, h, s, d]` and where its rows lie: read in place when each row of `d` is
+/// contiguous (a transposed view of a projection), otherwise copied.
+fn rope_rows(x: FlexTensor) -> (FlexTensor, rope::RowLayout) {
+    let [_, h, s, d] = crate::attention::dims4(x.layout().shape());
     let layout = x.layout();
     let st = layout.strides();
     let rows_in_place = st.len() == 4 && (st[3] == 1 || d <= 1) && st[..3].iter().all(|&x| x >= 0);
-    let (x, layout) = if rows_in_place {
+    if rows_in_place {
         let layout = rope::RowLayout {
             offset: layout.start_offset(),
             strides: [st[0] as usize, st[1] as usize, st[2] as usize],
@@ -398,17 +482,7 @@ fn rope_flex(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, backward: bool) ->
             strides: [h * s * d, s * d, d],
         };
         (contiguous(x), layout)
-    };
-    let (cos, sin) = (contiguous(cos), contiguous(sin));
-    let out = rope::rope(
-        x.storage::<f32>(),
-        layout,
-        f32_slice(&cos),
-        f32_slice(&sin),
-        [b, h, s, d],
-        backward,
-    );
-    FlexTensor::from_data(TensorData::new(out, [b, h, s, d]))
+    }
 }
 
 /// The shapes of an attention call from `q: [b, h, s, d]` and `k: [b, g, t, d]`.
@@ -512,5 +586,30 @@ mod tests {
         let (x, layout) = heads_in_place(cols, dims);
         assert!(x.is_contiguous());
         assert_eq!(layout, attention::KvLayout::contiguous(dims));
+    }
+
+    #[test]
+    fn rope_writes_into_a_cache_nothing_else_holds_and_copies_a_shared_one() {
+        let ([b, g, s, d], capacity) = ([1usize, 2, 1, 4], 3usize);
+        let x = FlexTensor::from_data(TensorData::new(vec![1f32; b * g * s * d], [b, g, s, d]));
+        let table =
+            |v: f32| FlexTensor::from_data(TensorData::new(vec![v; b * s * d], [b, 1, s, d]));
+        let cache = FlexTensor::zeros(Shape::new([b, g, capacity, d]), DType::F32);
+        let ptr = std::sync::Arc::as_ptr(&cache.data_arc());
+        let out = <Flex as RlKernels>::rope_into(cache, x.clone(), table(1.0), table(0.0), 2);
+        assert_eq!(
+            std::sync::Arc::as_ptr(&out.data_arc()),
+            ptr,
+            "written in place"
+        );
+        // cos = 1, sin = 0: the rows are copied as they are, at position 2 of each head
+        let v = f32_vec(out.clone());
+        assert_eq!(v, [vec![0f32; 8], vec![1f32; 4]].concat().repeat(2));
+        // a cache someone else still reads is copied first, and that reader sees no change
+        let held = out.clone();
+        let out = <Flex as RlKernels>::rope_into(out, x, table(2.0), table(0.0), 0);
+        assert!(!std::sync::Arc::ptr_eq(&out.data_arc(), &held.data_arc()));
+        assert_eq!(f32_vec(held), v);
+        assert_eq!(f32_vec(out)[..4], [2f32; 4]);
     }
 }

@@ -42,16 +42,47 @@ pub(crate) fn rope(
     layout: RowLayout,
     cos: &[f32],
     sin: &[f32],
-    [b, h, s, d]: [usize; 4],
+    dims: [usize; 4],
     backward: bool,
 ) -> Vec<f32> {
+    let mut out = vec![0f32; dims.iter().product()];
+    rope_into(x, layout, cos, sin, dims, backward, &mut out, dims[2], 0);
+    out
+}
+
+/// [`rope`] written into `out`, a contiguous `[b, h, capacity, d]` (a KV cache), at the
+/// positions `start..start + s` of each head; the other positions are left as they are.
+///
+/// # Panics
+/// As [`rope`], and if `out` is not `[b, h, capacity, d]` or `start + s > capacity`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rope_into(
+    x: &[f32],
+    layout: RowLayout,
+    cos: &[f32],
+    sin: &[f32],
+    [b, h, s, d]: [usize; 4],
+    backward: bool,
+    out: &mut [f32],
+    capacity: usize,
+    start: usize,
+) {
     assert!(d % 2 == 0, "rope: the head width {d} is odd");
     assert_eq!(cos.len(), b * s * d, "rope: cos is not [b, 1, s, d]");
     assert_eq!(sin.len(), b * s * d, "rope: sin is not [b, 1, s, d]");
+    assert_eq!(
+        out.len(),
+        b * h * capacity * d,
+        "rope: out is not [b, h, capacity, d]"
+    );
+    assert!(
+        start + s <= capacity,
+        "rope: positions {start}..{} past the capacity {capacity}",
+        start + s
+    );
     let rows = b * h * s;
-    let mut out = vec![0f32; rows * d];
     if rows == 0 || d == 0 {
-        return out;
+        return;
     }
     let [sb, sh, ss] = layout.strides;
     let last = layout.offset + (b - 1) * sb + (h - 1) * sh + (s - 1) * ss + d;
@@ -59,26 +90,32 @@ pub(crate) fn rope(
         last <= x.len(),
         "rope: x is not [b, h, s, d] where its layout says"
     );
-    let row = |r: usize, o: &mut [f32]| {
-        let (bi, hi, si) = (r / (h * s), (r / s) % h, r % s);
-        let src = &x[layout.offset + bi * sb + hi * sh + si * ss..][..d];
-        let at = (bi * s + si) * d;
-        rotate(src, &cos[at..at + d], &sin[at..at + d], o, backward);
+    // the rows `first..` of head `bh` (= bi · h + hi) into `o`, row after row
+    let rows_of_head = |bh: usize, first: usize, o: &mut [f32]| {
+        let (bi, hi) = (bh / h, bh % h);
+        for (i, o) in o.chunks_exact_mut(d).enumerate() {
+            let si = first + i;
+            let src = &x[layout.offset + bi * sb + hi * sh + si * ss..][..d];
+            let at = (bi * s + si) * d;
+            rotate(src, &cos[at..at + d], &sin[at..at + d], o, backward);
+        }
     };
+    // each head's `s` rows are contiguous in `out`, from position `start`
+    let heads = out
+        .chunks_exact_mut(capacity * d)
+        .map(|plane| &mut plane[start * d..(start + s) * d]);
     if rows <= ROWS_PER_TASK {
-        for (r, o) in out.chunks_exact_mut(d).enumerate() {
-            row(r, o);
+        for (bh, o) in heads.enumerate() {
+            rows_of_head(bh, 0, o);
         }
     } else {
-        out.par_chunks_mut(ROWS_PER_TASK * d)
-            .enumerate()
-            .for_each(|(task, chunk)| {
-                for (i, o) in chunk.chunks_exact_mut(d).enumerate() {
-                    row(task * ROWS_PER_TASK + i, o);
-                }
-            });
+        let heads: Vec<&mut [f32]> = heads.collect();
+        heads.into_par_iter().enumerate().for_each(|(bh, o)| {
+            o.par_chunks_mut(ROWS_PER_TASK * d)
+                .enumerate()
+                .for_each(|(task, o)| rows_of_head(bh, task * ROWS_PER_TASK, o));
+        });
     }
-    out
 }
 
 /// One row (see the [module docs](self)); the halves are independent lanes, so the loop
