@@ -2189,6 +2189,22 @@ fn ref_rope(x: &[f32], cos: &[f32], sin: &[f32], [b, h, s, d]: [usize; 4]) -> Ve
     out
 }
 
+/// `x [b, h, s, d]` laid out as `[b, s, h, d]`: the projection the model reads RoPE's
+/// input from (as a transposed view).
+fn to_bshd(x: &[f32], [b, h, s, d]: [usize; 4]) -> Vec<f32> {
+    let mut bshd = vec![0f32; x.len()];
+    for bi in 0..b {
+        for hi in 0..h {
+            for i in 0..s {
+                let src = ((bi * h + hi) * s + i) * d;
+                let dst = ((bi * s + i) * h + hi) * d;
+                bshd[dst..dst + d].copy_from_slice(&x[src..src + d]);
+            }
+        }
+    }
+    bshd
+}
+
 #[test]
 fn rope_matches_the_plain_ops_bit_for_bit_on_a_transposed_view_and_a_reference() {
     let device = dev();
@@ -2207,16 +2223,7 @@ fn rope_matches_the_plain_ops_bit_for_bit_on_a_transposed_view_and_a_reference()
             )
         };
         // as the model has it: the projection [b, s, h, d] read as [b, h, s, d]
-        let mut bshd = vec![0f32; x.len()];
-        for bi in 0..b {
-            for hi in 0..h {
-                for i in 0..s {
-                    let src = ((bi * h + hi) * s + i) * d;
-                    let dst = ((bi * s + i) * h + hi) * d;
-                    bshd[dst..dst + d].copy_from_slice(&x[src..src + d]);
-                }
-            }
-        }
+        let bshd = to_bshd(&x, [b, h, s, d]);
         let view = tensor(bshd, [b, s, h, d], &device).swap_dims(1, 2);
         let plain = tensor(x.clone(), [b, h, s, d], &device);
         let before = crate::flex::fused_calls()[11];
@@ -2319,16 +2326,7 @@ fn rope_into_cache_writes_the_rotated_rows_and_leaves_the_other_positions() {
                     tensor(sin.clone(), [b, 1, s, d], device),
                 )
             };
-            let mut bshd = vec![0f32; x.len()];
-            for bi in 0..b {
-                for hi in 0..g {
-                    for i in 0..s {
-                        let src = ((bi * g + hi) * s + i) * d;
-                        let dst = ((bi * s + i) * g + hi) * d;
-                        bshd[dst..dst + d].copy_from_slice(&x[src..src + d]);
-                    }
-                }
-            }
+            let bshd = to_bshd(&x, [b, g, s, d]);
             let view = tensor(bshd, [b, s, g, d], device).swap_dims(1, 2);
             let cache = tensor(old.clone(), [b, g, capacity, d], device);
             let before = crate::flex::fused_calls()[15];
