@@ -83,19 +83,19 @@ pub fn add_rms_norm<const D: usize>(
     let dims = x.dims();
     check_shape("add_rms_norm", "delta (against x)", &delta.dims(), &dims)?;
     let d = dims[D - 1];
+    check_shape(
+        "add_rms_norm",
+        "weight (against the last dimension of x)",
+        &weight.dims(),
+        &[d],
+    )?;
+    check_arg("add_rms_norm", eps.is_finite() && eps >= 0.0, || {
+        format!("eps is {eps}; it must be finite and not negative")
+    })?;
     let rows = dims.iter().product::<usize>() / d.max(1);
     let untracked = !x.is_tracked() && !delta.is_tracked() && !weight.is_tracked();
     let same_dtype = delta.dtype() == x.dtype() && weight.dtype() == x.dtype();
     if d > 0 && rows > 0 && untracked && same_dtype && fused_available(&x.device(), x.dtype()) {
-        check_shape(
-            "add_rms_norm",
-            "weight (against the last dimension of x)",
-            &weight.dims(),
-            &[d],
-        )?;
-        check_arg("add_rms_norm", eps.is_finite() && eps >= 0.0, || {
-            format!("eps is {eps}; it must be finite and not negative")
-        })?;
         let n = dims[0];
         let packed = dispatch_add_rms_norm(x, delta, weight, eps as f32);
         // views of the packed buffer

@@ -1990,6 +1990,21 @@ fn add_rms_norm_equals_the_add_and_rms_norm_bit_for_bit_and_a_float64_reference(
             assert_eq!(h, vec_of(plain_h), "h {shape:?}");
             assert_eq!(y, vec_of(plain_y), "y {shape:?}");
             assert_close(&format!("y {shape:?}"), &y, &want_y, 1e-5, 1e-5);
+            // the default body (Burn ops, another summation order for mean(x²))
+            let (default_h, default_y) = add_rms_norm_default(
+                tensor(x.clone(), shape, device),
+                tensor(delta.clone(), shape, device),
+                tensor(w.clone(), [d], device),
+                1e-5,
+            );
+            assert_eq!(vec_of(default_h), h, "default h {shape:?}");
+            assert_close(
+                &format!("default y {shape:?}"),
+                &vec_of(default_y),
+                &want_y,
+                1e-5,
+                1e-5,
+            );
         }
     }
 }
