@@ -8,7 +8,11 @@ decoded from its quantised blocks, 2 threads.
   greedy new tokens; new tokens/s over the whole call, as benches/lm.rs counts it.
 - decode only: the 32 single-token steps alone, tokens/s.
 Median of 5 runs after one warm-up. Needs llama-cpp-python (built from its sdist with
-CMAKE_ARGS="-DGGML_NATIVE=ON", about 8 minutes on 2 cores).
+CMAKE_ARGS="-DGGML_NATIVE=ON", about 8 minutes on 2 cores). On a CPU with AMX, 0.3.36 built
+that way segfaults in `Llama.eval`; build it without ggml's AMX path instead:
+CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF
+-DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF".
 """
 import os
 import random
