@@ -14,17 +14,20 @@
 //!
 //! **Prefill and scoring** (more rows per group) split the work into tasks of one sequence, one
 //! key/value group and a block of query positions: the `n_rep` query heads of the group at
-//! those positions form the block's rows, so each key tile is read once for all of them. Per
-//! tile (64 keys) the kernel
+//! those positions form the block's rows, so each key tile is read once for all of them.
+//! Once per call, every tile (64 keys) of every head is copied with its keys transposed
+//! (`[D, 64]`) and its values (`[64, D]`), zero-padded to a multiple of 64 dimensions, so that
+//! every inner loop runs over whole registers (the copy pays for itself over many rows; a
+//! decoding step, with `H / G` rows per position, takes the in-place path above). Per tile
+//! the kernel
 //!
-//! 1. copies the tile's keys transposed (`[D, 64]`) and values (`[64, D]`), zero-padded to a
-//!    multiple of 64 dimensions, so that every inner loop runs over whole registers (the copy
-//!    pays for itself over many rows; a decoding step, with `H / G` rows per position, takes
-//!    the in-place path above);
-//! 2. per row, computes the 64 scores with four 16-lane accumulators, adds the bias, and
+//! 1. per row, computes the 64 scores with four 16-lane accumulators, adds the bias, and
 //!    updates the online softmax (Milakov & Gimelshein 2018; Dao et al. 2022, FlashAttention
 //!    Algorithm 1): running maximum `m`, running sum `l`, output rescaled by `exp(m_old − m)`;
-//! 3. adds `Σ_j p_j v_j` to the row's output with four independent accumulators.
+//! 2. adds `Σ_j p_j v_j` to the row's output with four independent accumulators.
+//!
+//! On AVX-512, rows that all visit a tile go through it six at a time ([`GROUP_ROWS`]), with
+//! each key or value register serving all six.
 //!
 //! A query row only visits the tiles that hold a key its bias does not mask (each row's
 //! range of unmasked keys is found once per call); a bias entry at or below `f32::MIN`
