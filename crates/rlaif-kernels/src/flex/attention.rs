@@ -903,16 +903,7 @@ pub(super) fn accumulate<const FMA: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        // a deterministic spread of values in [-1, 1)
-        (0..len as u32)
-            .map(|i| {
-                let h = (i ^ seed).wrapping_mul(2_654_435_761).rotate_left(11);
-                (h % 20_001) as f32 / 10_000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::flex::spread_values as values;
 
     #[test]
     #[cfg(target_arch = "x86_64")]

@@ -97,6 +97,18 @@ pub(crate) fn elementwise_isas_agree(x: &[f32], w: &[f32], eps: f32) -> bool {
     elementwise::agree_across_instruction_sets(x, w, eps)
 }
 
+/// `len` deterministic values spread over `[-1, 1)` (tests only): inputs for the kernels'
+/// own tests, different for each `seed`.
+#[cfg(test)]
+pub(crate) fn spread_values(len: usize, seed: u32) -> Vec<f32> {
+    (0..len as u32)
+        .map(|i| {
+            let h = (i ^ seed).wrapping_mul(2_654_435_761).rotate_left(13);
+            (h % 20_001) as f32 / 10_000.0 - 1.0
+        })
+        .collect()
+}
+
 /// Whether [`RlKernels::project`] has its small-row kernel on this CPU (AVX-512).
 #[cfg(test)]
 pub(crate) fn small_m_available() -> bool {

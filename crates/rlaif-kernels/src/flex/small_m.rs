@@ -265,6 +265,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flex::spread_values as values;
 
     /// The product in f64, summed in order.
     fn reference(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
@@ -277,16 +278,6 @@ mod tests {
             }
         }
         y
-    }
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        // a deterministic spread of values in [-1, 1)
-        (0..len as u32)
-            .map(|i| {
-                let h = (i ^ seed).wrapping_mul(2_654_435_761).rotate_left(13);
-                (h % 20_001) as f32 / 10_000.0 - 1.0
-            })
-            .collect()
     }
 
     #[test]
