@@ -690,17 +690,7 @@ fn online_softmax<const FMA: bool, const WIDE: bool>(
         *pj += bj;
     }
     p[n..].fill(f32::NEG_INFINITY);
-    // the maximum, in registers on the AVX-512 path (the same number whatever the order, up
-    // to the sign of a zero, which `exp(p − m)` does not see; NaNs are skipped either way)
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `WIDE` is true only on the AVX-512 path
-    let tile_max = if WIDE {
-        unsafe { wide::max(p) }
-    } else {
-        p.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let tile_max = p.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let tile_max = tile_max::<WIDE>(p);
     if tile_max == f32::NEG_INFINITY {
         return None;
     }
@@ -716,6 +706,19 @@ fn online_softmax<const FMA: bool, const WIDE: bool>(
     *l = *l * correction + sum.iter().sum::<f32>();
     *m = new_m;
     Some(correction)
+}
+
+/// The largest score of a tile, NaNs skipped: in registers on the AVX-512 path (`WIDE`),
+/// where it is the same number as the in-order fold up to the sign of a zero, which
+/// `exp(p − m)` does not see.
+#[inline(always)]
+fn tile_max<const WIDE: bool>(p: &[f32; KEY_TILE]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if WIDE {
+        // SAFETY: `WIDE` is true only on the AVX-512 path (`task_avx512`)
+        return unsafe { wide::max(p) };
+    }
+    p.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
 }
 
 /// Rows the AVX-512 prefill path takes together against a key tile ([`wide`]): six rows hold
